@@ -1,0 +1,51 @@
+# simstack: every target installs what it needs and is safe to run again.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/bin:$(PATH)
+export NO_PROXY := 127.0.0.1,localhost,::1
+export no_proxy := 127.0.0.1,localhost,::1
+
+.PHONY: help setup toxiproxy engine images repro-1011 test e2e bench clean
+
+help:
+	@echo "make repro-1011  reproduce the staging WebSocket 1011 and show what the fix changes"
+	@echo "make test        run simstack's tests (installs everything first)"
+	@echo "make e2e         run the e2e suite under repro-1011 and fixed, side by side"
+	@echo "make bench       run the benchmarks, writing bench/results.json"
+	@echo "make images      provision a Docker engine and build the images offline"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+setup: $(STAMP) toxiproxy
+
+toxiproxy:
+	@scripts/install-toxiproxy.sh
+
+engine:
+	@docker/engine.sh ensure
+
+images: setup
+	@docker/build-images.sh
+
+repro-1011: setup
+	$(VENV)/bin/simstack repro 1011
+
+test: setup
+	@docker/engine.sh ensure || echo "make test: no Docker engine; docker-mode tests will be skipped (see message above)"
+	@docker/build-images.sh || echo "make test: image build failed; docker-mode tests will be skipped"
+	$(PY) -m pytest -q
+
+e2e: setup
+	$(VENV)/bin/simstack e2e
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) bin build *.egg-info

@@ -1,0 +1,80 @@
+"""The ``auth`` stand-in (CONTRACT §3): e2e test tokens, validation and health.
+
+Serve with ``python -m uvicorn fakes.auth:app``.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import time
+import uuid
+
+from fastapi import Header, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from simstack.services import ENV_BYPASS_KEY, ENV_JWT_SECRET
+
+from . import tokens
+from .common import create_app
+
+app = create_app("auth", targets=("auth",))
+SECRET = os.environ.get(ENV_JWT_SECRET, "simstack-dev-secret").split(",")[0]
+
+
+class TestAuthRequest(BaseModel):
+    email: str = "e2e-user@staging.netra.test"
+    name: str = "E2E Test User"
+    permissions: list[str] = Field(default_factory=lambda: ["read", "write"])
+
+
+def user_id_for(email: str) -> str:
+    """Stable e2e user ids, in the ``e2e-…`` form staging gives test users."""
+    return f"e2e-{uuid.uuid5(uuid.NAMESPACE_URL, email).hex[:12]}"
+
+
+@app.get("/health")
+def health() -> dict:
+    return {"status": "healthy", "service": "auth-service", "version": "1.0.0", "timestamp": time.time()}
+
+
+@app.get("/health/ready")
+def ready() -> dict:
+    return {"status": "ready", "service": "auth-service", "timestamp": time.time()}
+
+
+@app.post("/auth/e2e/test-auth")
+def test_auth(body: TestAuthRequest | None = None,
+              x_e2e_bypass_key: str | None = Header(default=None)) -> dict:
+    body = body or TestAuthRequest()
+    if not x_e2e_bypass_key:
+        raise HTTPException(401, detail={"message": "missing X-E2E-Bypass-Key header", "error_code": "MISSING_BYPASS_KEY"})
+    expected = os.environ.get(ENV_BYPASS_KEY)
+    if expected and not hmac.compare_digest(x_e2e_bypass_key, expected):
+        raise HTTPException(401, detail={"message": "X-E2E-Bypass-Key does not match", "error_code": "INVALID_BYPASS_KEY"})
+    uid = user_id_for(body.email)
+    return {"access_token": tokens.mint(uid, body.email, SECRET, body.permissions),
+            "refresh_token": tokens.mint(uid, body.email, SECRET, body.permissions, kind="refresh", ttl_s=7 * 86400),
+            "token_type": "Bearer", "expires_in": tokens.ACCESS_TTL_S,
+            "user": {"id": uid, "email": body.email, "name": body.name, "permissions": body.permissions}}
+
+
+@app.post("/auth/validate")
+async def validate(request: Request, authorization: str | None = Header(default=None)) -> dict:
+    """Strict validation against this service's secret; says why a token fails."""
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    else:
+        try:
+            body = await request.json()
+            token = body.get("token") if isinstance(body, dict) else None
+        except ValueError:
+            token = None
+    if not token:
+        raise HTTPException(401, detail={"message": "no token: send Authorization: Bearer <jwt> or {\"token\": ...}",
+                                         "error_code": "MISSING_TOKEN"})
+    try:
+        claims = tokens.verify(token, [SECRET])
+    except tokens.TokenError as exc:
+        raise HTTPException(401, detail={"message": str(exc), "error_code": "INVALID_TOKEN"}) from None
+    return {"valid": True, "user_id": claims.get("sub"), "email": claims.get("email"), "claims": claims}

@@ -1,0 +1,116 @@
+"""The frame every stand-in shares: JSON errors, no redirects, the timing
+profile, HTTP protocol faults and traffic recording."""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
+from .timing import Profile, from_env
+
+ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+               405: "METHOD_NOT_ALLOWED", 422: "VALIDATION_ERROR", 429: "RATE_LIMITED",
+               500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}
+
+
+def error_body(status: int, detail, error_code: str | None = None) -> dict:
+    if isinstance(detail, dict):
+        body = {"detail": detail.get("message", detail), **detail}
+        body.setdefault("error_code", error_code or ERROR_CODES.get(status, f"HTTP_{status}"))
+        return body
+    return {"detail": detail, "error_code": error_code or ERROR_CODES.get(status, f"HTTP_{status}")}
+
+
+def json_error(status: int, detail, error_code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, detail, error_code), status_code=status, headers=headers)
+
+
+def create_app(service: str, targets: tuple[str, ...]) -> FastAPI:
+    """A FastAPI app with the shared frame. ``app.state`` holds book, timeline and profile."""
+    app = FastAPI(title=f"simstack {service} stand-in", redirect_slashes=False,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    app.state.profile = from_env()
+    app.state.book = FaultBook(targets)
+    app.state.timeline = Timeline()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return json_error(exc.status_code, exc.detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return json_error(422, {"message": "request body is invalid", "errors": errors}, "VALIDATION_ERROR")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        return json_error(500, f"internal error: {exc.__class__.__name__}")
+
+    app.include_router(admin_router(app.state.book, app.state.timeline))
+    app.add_middleware(HTTPFaults, book=app.state.book, timeline=app.state.timeline,
+                       profile=app.state.profile, target=targets[0])
+    return app
+
+
+class HTTPFaults:
+    """Pure ASGI middleware for HTTP requests: records each, applies the profile's
+    delay and the HTTP protocol faults (cold_start, status_override, health_hang, slow_ready)."""
+
+    def __init__(self, app, book: FaultBook, timeline: Timeline, profile: Profile, target: str):
+        self.app, self.book, self.timeline, self.profile, self.target = app, book, timeline, profile, target
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        rec = self.timeline.open("http", method=method, path=path)
+        t0 = time.perf_counter()
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                rec.status = message["status"]
+            await send(message)
+
+        try:
+            response = await self._fault_response(path, method, rec)
+            if self.profile.http_delay_s:
+                await asyncio.sleep(self.profile.http_delay_s)
+            if response is not None:
+                await response(scope, receive, recording_send)
+            else:
+                await self.app(scope, receive, recording_send)
+        finally:
+            rec.duration_ms = round((time.perf_counter() - t0) * 1000, 2)
+            self.timeline.touch(rec)
+
+    async def _fault_response(self, path: str, method: str, rec) -> JSONResponse | None:
+        book, target = self.book, self.target
+        f = book.fire("cold_start", target, where=rec)
+        if f:
+            retry = str(f.params["retry_after_s"])
+            return json_error(503, {"message": "service is starting (cold start), retry later",
+                                    "retry_after": f.params["retry_after_s"]}, "SERVICE_UNAVAILABLE",
+                              headers={"Retry-After": retry})
+        for f in book.candidates("status_override", target):
+            if fnmatch.fnmatchcase(path, f.params["path"]) and f.params["method"] in ("*", method):
+                if book.decide(f, where=rec):
+                    status = f.params["status"]
+                    return json_error(status, {"message": f"simstack status_override: {method} {path} -> {status}",
+                                               "fault": f.id})
+        for f in book.candidates("health_hang", target):
+            if path in f.params["paths"]:
+                if book.decide(f, where=rec):
+                    await asyncio.sleep(f.params["hold_s"])
+                    return json_error(504, "simstack health_hang: request held until the hold expired")
+        if path == "/health/ready":
+            f = book.fire("slow_ready", target, where=rec)
+            if f:
+                await asyncio.sleep(f.params["delay_s"])
+        return None

@@ -1,0 +1,184 @@
+"""What every stand-in shares: the active protocol faults, the traffic timeline,
+and the admin API under ``/__simstack`` that simstack uses to drive them."""
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, Header, HTTPException, Request
+
+from simstack.errors import ConfigError
+from simstack.faults import PROTOCOL, Fault
+from simstack.services import ENV_ADMIN_KEY, ENV_STARTED_AT
+from simstack.triggers import TriggerState
+
+ADMIN_PREFIX = "/__simstack"
+
+
+@dataclass
+class Active:
+    fault: Fault
+    state: TriggerState
+
+
+class FaultBook:
+    """The protocol faults in force in one stand-in, with their trigger states."""
+
+    def __init__(self, targets: tuple[str, ...], started_at: float | None = None):
+        self.targets = targets
+        self.started_at = started_at if started_at is not None else float(os.environ.get(ENV_STARTED_AT, time.time()))
+        self._active: dict[str, Active] = {}
+
+    def add(self, faults: list[Fault]) -> None:
+        """All or nothing: every fault is checked before any is applied."""
+        for f in faults:
+            if f.layer != PROTOCOL or f.target not in self.targets:
+                raise ConfigError(f"fault {f.id}: {f.kind} on {f.target} is not applied by this stand-in",
+                                  f"this stand-in applies protocol faults on {', '.join(self.targets)}")
+        for f in faults:
+            self._active[f.id] = Active(f, TriggerState(f.trigger))
+
+    def remove(self, fault_id: str) -> bool:
+        return self._active.pop(fault_id, None) is not None
+
+    def reset(self) -> None:
+        self._active.clear()
+
+    def list(self) -> list[dict]:
+        return [{**a.fault.to_dict(), "seen": a.state.seen, "fired": a.state.fired} for a in self._active.values()]
+
+    def candidates(self, kind: str, target: str) -> list[Fault]:
+        return [a.fault for a in self._active.values() if a.fault.kind == kind and a.fault.target == target]
+
+    def decide(self, fault: Fault, user_id: str | None = None, where=None) -> bool:
+        """One candidate for one fault: does it fire? A hit is noted on ``where`` (a timeline record)."""
+        active = self._active.get(fault.id)
+        hit = active is not None and active.state.decide(user_id, time.time() - self.started_at)
+        if hit and where is not None:
+            where.faults.append(fault.id)
+        return hit
+
+    def fire(self, kind: str, target: str, user_id: str | None = None, where=None) -> Fault | None:
+        """Evaluate every active fault of ``kind`` on ``target`` for one candidate;
+        return the first that fires."""
+        hits = [f for f in self.candidates(kind, target) if self.decide(f, user_id)]
+        if hits and where is not None:
+            where.faults.append(hits[0].id)
+        return hits[0] if hits else None
+
+
+@dataclass
+class Record:
+    """One HTTP request or WebSocket connection, as the stand-in saw it."""
+    seq: int
+    kind: str                      # "http" | "ws"
+    label: str | None              # the test that caused it (set via /__simstack/mark)
+    started: float
+    method: str = ""
+    path: str = ""
+    status: int | None = None
+    duration_ms: float | None = None
+    user_id: str | None = None
+    connection_id: str | None = None
+    states: list = field(default_factory=list)       # [(state, ms since open)]
+    frames_in: list = field(default_factory=list)    # message types received
+    frames_out: list = field(default_factory=list)   # message types sent
+    close_code: int | None = None
+    close_reason: str | None = None
+    error: str | None = None
+    faults: list = field(default_factory=list)
+    version: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class Timeline:
+    """A bounded log of what each request and connection went through."""
+
+    def __init__(self, maxlen: int = 20000):
+        self._records: collections.deque[Record] = collections.deque(maxlen=maxlen)
+        self._seq = itertools.count(1)
+        self._version = itertools.count(1)
+        self.version = 0
+        self.label: str | None = None
+
+    def open(self, kind: str, **fields) -> Record:
+        rec = Record(seq=next(self._seq), kind=kind, label=self.label, started=time.time(), **fields)
+        self._records.append(rec)
+        self.touch(rec)
+        return rec
+
+    def touch(self, rec: Record) -> None:
+        rec.version = self.version = next(self._version)
+
+    def since(self, version: int = 0, label: str | None = None) -> list[dict]:
+        return [r.to_dict() for r in self._records
+                if r.version > version and (label is None or r.label == label)]
+
+    def clear(self) -> None:
+        self._records.clear()
+
+
+def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
+    """Admin calls must carry the stack's key (X-Simstack-Admin) when one is configured."""
+    key = os.environ.get(ENV_ADMIN_KEY, "")
+
+    def guard(x_simstack_admin: str | None = Header(default=None)) -> None:
+        if key and x_simstack_admin != key:
+            raise HTTPException(403, detail={"message": "missing or wrong X-Simstack-Admin key",
+                                             "error_code": "ADMIN_FORBIDDEN"})
+
+    from fastapi import Depends
+    r = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(guard)])
+
+    @r.get("/ping")
+    def ping() -> dict:
+        return {"ok": True, "targets": list(book.targets)}
+
+    @r.get("/faults")
+    def list_faults() -> dict:
+        return {"faults": book.list()}
+
+    @r.post("/faults")
+    async def add_faults(request: Request) -> dict:
+        body = await request.json()
+        items = body if isinstance(body, list) else [body]
+        try:
+            faults = [Fault.from_dict(item, where=f"faults[{i}]") for i, item in enumerate(items)]
+            book.add(faults)
+        except ConfigError as exc:
+            raise HTTPException(422, detail={"message": exc.message, "hint": exc.hint,
+                                             "error_code": "BAD_FAULT"}) from None
+        return {"applied": [f.id for f in faults]}
+
+    @r.delete("/faults/{fault_id}")
+    def remove_fault(fault_id: str) -> dict:
+        if not book.remove(fault_id):
+            raise HTTPException(404, detail={"message": f"no fault {fault_id!r}", "error_code": "NO_SUCH_FAULT"})
+        return {"removed": fault_id}
+
+    @r.post("/reset")
+    def reset() -> dict:
+        book.reset()
+        return {"reset": True}
+
+    @r.post("/mark")
+    async def mark(request: Request) -> dict:
+        body = await request.json()
+        timeline.label = body.get("label") if isinstance(body, dict) else None
+        return {"label": timeline.label, "version": timeline.version}
+
+    @r.get("/timeline")
+    def get_timeline(since: int = 0, label: str | None = None) -> dict:
+        return {"version": timeline.version, "records": timeline.since(since, label)}
+
+    @r.delete("/timeline")
+    def clear_timeline() -> dict:
+        timeline.clear()
+        return {"cleared": True}
+
+    return r

@@ -1,0 +1,368 @@
+"""The WebSocket at /ws (CONTRACT §4) and its protocol faults (CONTRACT §6).
+
+One connection goes through :mod:`fakes.lifecycle`; every frame to the client
+is routed through the registry, so an unregistered connection cannot be sent
+to. The two handlers differ only in *when* registration happens:
+
+- fixed (default): register first, send the handshake sequence, then serve
+  frames that were queued meanwhile;
+- unfixed (``race_on_accept`` with ``fixed: false``): registration runs
+  concurrently with the welcome send and the first read; whichever routes a
+  frame first meets ``NotRegistered`` and the generic handler closes 1011.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from simstack.services import ENV_AUTH_POLICY, ENV_JWT_SECRET
+
+from . import agent
+from .common import json_error
+from .control import FaultBook, Record, Timeline
+from .lifecycle import Connection, NotRegistered, Registry, State
+from .timing import Profile
+from .tokens import Policy, TokenError, decode, verify
+
+INTERNAL_ERROR = 1011
+POLICY_VIOLATION = 1008
+SUBPROTOCOL = "jwt-auth"
+CHAT_TYPES = ("user_message", "chat", "message")
+
+
+def policy_from_env() -> Policy:
+    secrets = tuple(s for s in os.environ.get(ENV_JWT_SECRET, "simstack-dev-secret").split(",") if s)
+    return Policy(os.environ.get(ENV_AUTH_POLICY, "lenient"), secrets)
+
+
+def extract_token(ws: WebSocket) -> tuple[str | None, str]:
+    """Authorization header, then the ``jwt.`` subprotocol entry, then ``?token=``."""
+    auth = ws.headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and auth[7:].strip():
+        return auth[7:].strip(), "authorization"
+    for entry in ws.headers.get("sec-websocket-protocol", "").split(","):
+        entry = entry.strip()
+        if entry.startswith("jwt."):
+            try:
+                return base64.urlsafe_b64decode(entry[4:] + "=" * (-len(entry[4:]) % 4)).decode(), "subprotocol"
+            except (binascii.Error, UnicodeDecodeError):
+                return None, "subprotocol (not base64url)"
+    token = ws.query_params.get("token")
+    return (token, "query") if token else (None, "none")
+
+
+def is_e2e(ws: WebSocket) -> bool:
+    h = ws.headers
+    return h.get("x-e2e-test", "").lower() in ("true", "1") or h.get("x-test-type", "").lower() == "e2e"
+
+
+def offered_subprotocols(ws: WebSocket) -> list[str]:
+    return [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+
+
+class Drop(Exception):
+    """End the connection without a close frame (client sees 1006)."""
+
+
+class Session:
+    """Serves one accepted, authenticated connection."""
+
+    def __init__(self, ws: WebSocket, conn: Connection, registry: Registry, book: FaultBook,
+                 profile: Profile, rec: Record, timeline: Timeline):
+        self.ws, self.conn, self.registry, self.book = ws, conn, registry, book
+        self.profile, self.rec, self.timeline = profile, rec, timeline
+        self.send_lock = asyncio.Lock()
+        self.runs: set[asyncio.Task] = set()
+        self.lost_from: int | None = None
+        self.event_delay_s = 0.0
+
+    # --- frames out: always through the registry
+    async def send(self, message: dict) -> None:
+        self.registry.lookup(self.conn.id)
+        async with self.send_lock:
+            await self.ws.send_text(json.dumps(message))
+        self.rec.frames_out.append(message.get("type"))
+        self.timeline.touch(self.rec)
+
+    def error_frame(self, message: str, code: str = "INVALID_MESSAGE") -> dict:
+        return {"type": "error", "message": message, "error_code": code, "timestamp": agent.now_iso()}
+
+    async def welcome(self) -> None:
+        cid = self.conn.id
+        await self.send({"type": "handshake_validation", "connection_id": cid, "status": "validated",
+                         "timestamp": agent.now_iso()})
+        await self.send({"type": "ping", "timestamp": agent.now_iso()})
+        await self.send({"type": "system_message", "timestamp": agent.now_iso(),
+                         "data": {"event": "connection_established", "connection_id": cid,
+                                  "user_id": self.conn.user_id, "connection_ready": True}})
+
+    # --- the two handlers
+    async def run_fixed(self, register_delay_s: float, welcome_delay_s: float) -> None:
+        inbound: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._read_into(inbound))
+        try:
+            await asyncio.sleep(register_delay_s)
+            self.registry.register(self.conn)
+            await asyncio.sleep(welcome_delay_s)
+            await self.welcome()
+            self.conn.advance(State.READY)
+            self.timeline.touch(self.rec)
+            while True:
+                getter = asyncio.ensure_future(inbound.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    reader.result()   # re-raises the disconnect
+                    return
+                await self.handle(getter.result())
+        finally:
+            reader.cancel()
+
+    async def run_unfixed(self, register_delay_s: float, welcome_delay_s: float) -> None:
+        async def register_later() -> None:
+            await asyncio.sleep(register_delay_s)
+            self.registry.register(self.conn)
+
+        async def welcome_later() -> None:
+            await asyncio.sleep(welcome_delay_s)
+            await self.welcome()
+
+        async def serve() -> None:
+            while True:
+                await self.handle(await self._receive())
+
+        registration = asyncio.create_task(register_later())
+        tasks = [asyncio.create_task(welcome_later()), asyncio.create_task(serve())]
+        try:
+            welcome_done = False
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()   # NotRegistered surfaces here
+                    welcome_done |= t is tasks[0]
+                if welcome_done and registration.done() and self.conn.state is State.REGISTERED:
+                    self.conn.advance(State.READY)
+        finally:
+            for t in (registration, *tasks):
+                t.cancel()
+
+    async def _read_into(self, queue: asyncio.Queue) -> None:
+        while True:
+            queue.put_nowait(await self._receive())
+
+    async def _receive(self) -> str:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", "replace")
+        return text
+
+    # --- one client frame: every frame gets an answer
+    async def handle(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            msg = None
+        mtype = msg.get("type") if isinstance(msg, dict) else None
+        self.rec.frames_in.append(mtype if isinstance(mtype, str) else "<invalid>")
+        if mtype == "ping":
+            await self.send({"type": "pong", "timestamp": agent.now_iso()})
+        elif mtype == "get_agent_status":
+            status = "running" if any(not t.done() for t in self.runs) else "idle"
+            await self.send({"type": "agent_status", "status": status, "timestamp": agent.now_iso()})
+        elif mtype == "start_agent":
+            payload = msg.get("payload") if isinstance(msg.get("payload"), dict) else {}
+            request = payload.get("user_request") or payload.get("message") or payload.get("content")
+            agent_type = payload.get("agent_type") or agent.DEFAULT_AGENT
+            if agent_type not in agent.KNOWN_AGENTS:
+                await self.send(self.error_frame(f"Agent '{agent_type}' not found", "AGENT_NOT_FOUND"))
+                await self.close(POLICY_VIOLATION, "Agent not found")
+                return
+            if not isinstance(request, str) or not request.strip():
+                await self.send(self.error_frame("Unknown or invalid message type: start_agent needs "
+                                                 "payload.user_request"))
+                return
+            self.start_run(agent_type, msg.get("thread_id") or payload.get("thread_id"), request)
+        elif mtype in CHAT_TYPES:
+            payload = msg.get("payload") if isinstance(msg.get("payload"), dict) else {}
+            content = msg.get("content") or msg.get("message") or payload.get("content") or payload.get("message")
+            if not isinstance(content, str) or not content.strip():
+                await self.send(self.error_frame(f"Unknown or invalid message type: {mtype} needs content"))
+                return
+            self.start_run(agent.DEFAULT_AGENT, msg.get("thread_id"), content)
+        else:
+            shown = mtype if isinstance(mtype, str) and mtype else ("missing type" if msg is not None else "not JSON")
+            await self.send(self.error_frame(f"Unknown or invalid message type: {shown}"))
+
+    def start_run(self, agent_type: str, thread_id: str | None, request: str) -> None:
+        run = agent.new_run(agent_type, thread_id, self.conn.user_id, request)
+        task = asyncio.create_task(self._run(run))
+        self.runs.add(task)
+        task.add_done_callback(self.runs.discard)
+
+    async def _run(self, run: dict) -> None:
+        try:
+            for i, kind in enumerate(agent.EVENTS):
+                await asyncio.sleep((self.profile.event_interval_s if i else 0.0) + self.event_delay_s)
+                if self.lost_from is not None and i >= self.lost_from:
+                    continue
+                await self.send(agent.event(kind, run))
+        except (NotRegistered, WebSocketDisconnect, RuntimeError):
+            pass   # the connection went away mid-run
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state is WebSocketState.CONNECTED:
+            await self.ws.close(code, reason)
+        self.rec.close_code, self.rec.close_reason = code, reason
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    st = ws.app.state
+    book: FaultBook = st.book
+    timeline: Timeline = st.timeline
+    registry: Registry = st.registry
+    profile: Profile = st.profile
+    rec = timeline.open("ws", method="GET", path="/ws")
+    token, _source = extract_token(ws)
+    try:
+        claims = decode(token) if token else {}
+    except TokenError:
+        claims = {}
+    user_id = str(claims.get("sub") or "anonymous")
+    rec.user_id = user_id
+    conn = Connection(user_id)
+    rec.connection_id = conn.id
+
+    def note(state: str | None = None) -> None:
+        rec.states = list(conn.history) + ([(state, None)] if state else [])
+        timeline.touch(rec)
+
+    async def deny(status: int, message: str, code: str, headers: dict | None = None) -> None:
+        rec.status = status
+        note(f"denied {status}")
+        await ws.send_denial_response(json_error(status, {"message": message}, code, headers=headers))
+
+    if profile.http_delay_s:
+        await asyncio.sleep(profile.http_delay_s)
+    f = book.fire("cold_start", "ws", user_id, where=rec)
+    if f:
+        return await deny(503, "service is starting (cold start), retry later", "SERVICE_UNAVAILABLE",
+                          {"Retry-After": str(f.params["retry_after_s"])})
+    for f in book.candidates("connection_cap", "ws"):
+        if registry.open_for(user_id) >= f.params["max_connections"] and book.decide(f, user_id, where=rec):
+            return await deny(429, f"connection limit of {f.params['max_connections']} per user reached",
+                              "CONNECTION_LIMIT")
+    if book.fire("upgrade_exception", "ws", user_id, where=rec):
+        rec.status = 500
+        note("raised before accept")
+        raise RuntimeError("simstack upgrade_exception fault: exception before accept")
+
+    reject = None
+    if token is None:
+        reject = "no token (Authorization, jwt. subprotocol or ?token=)"
+    else:
+        try:
+            st.policy.accept(token, is_e2e(ws))
+        except TokenError as exc:
+            reject = str(exc)
+    mismatch = book.fire("jwt_secret_mismatch", "ws", user_id, where=rec)
+    if reject is None and book.fire("auth_reject", "ws", user_id, where=rec):
+        reject = "auth_reject fault"
+    if reject is None and mismatch and mismatch.params["placement"] == "before_accept":
+        reject = _mismatch(token, mismatch)
+    if reject is not None:
+        rec.status, rec.error = 403, reject
+        note("rejected before accept")
+        await ws.close(POLICY_VIOLATION)   # before accept: the client sees HTTP 403
+        return
+    conn.advance(State.AUTHENTICATED)
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(ws) else None)
+    conn.advance(State.ACCEPTED)
+    rec.status = 101
+    note()
+    registry.count_open(user_id, +1)
+    session = Session(ws, conn, registry, book, profile, rec, timeline)
+    try:
+        after = book.fire("auth_after_accept", "ws", user_id, where=rec)
+        why = after.params["reason"] if after else None
+        if why is None and mismatch and mismatch.params["placement"] == "after_accept":
+            why = _mismatch(token, mismatch)
+        if why is not None:
+            await ws.send_text(json.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
+                                           "message": why, "timestamp": agent.now_iso()}))
+            rec.frames_out.append("error_message")
+            await session.close(POLICY_VIOLATION, why[:120])
+            return
+        await _serve(session, book, user_id, rec)
+    except Drop:
+        rec.close_code, rec.close_reason = 1006, "dropped without close frame"
+    except WebSocketDisconnect as exc:
+        rec.close_code = rec.close_code or exc.code
+    except Exception as exc:                                  # the generic handler of staging
+        rec.error = f"{exc.__class__.__name__}: {exc}"
+        try:
+            await session.close(INTERNAL_ERROR, "Internal error")
+        except Exception:
+            pass
+    finally:
+        registry.unregister(conn)
+        registry.count_open(user_id, -1)
+        if conn.state is not State.CLOSED:
+            conn.advance(State.CLOSED)
+        note()
+
+
+def _mismatch(token: str, fault) -> str | None:
+    try:
+        verify(token, [fault.params["api_secret"]])
+    except TokenError as exc:
+        return f"JWT verification failed: {exc}"
+    return None
+
+
+async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -> None:
+    """Apply the per-connection faults, then run the handler the faults select."""
+    if book.fire("setup_error", "ws", user_id, where=rec):
+        f = book.candidates("setup_error", "ws")[0]
+        raise ValueError(f"setup_error fault: {f.params['message']} ({user_id!r})")
+    race = book.fire("race_on_accept", "ws", user_id, where=rec)
+    lost = book.fire("lost_events", "ws", user_id, where=rec)
+    if lost:
+        session.lost_from = agent.EVENTS.index(lost.params["from_event"])
+    delayed = book.fire("delayed_events", "ws", user_id, where=rec)
+    session.event_delay_s = delayed.params["delay_ms"] / 1000 if delayed else 0.0
+    late = book.fire("late_welcome", "ws", user_id, where=rec)
+    welcome_s = session.profile.first_frame_s + (late.params["delay_ms"] / 1000 if late else 0.0)
+    register_s = race.params["register_delay_ms"] / 1000 if race else 0.0
+    if race and not race.params["fixed"]:
+        handler = session.run_unfixed(register_s, welcome_s)
+    else:
+        handler = session.run_fixed(register_s, welcome_s)
+
+    limits = []
+    drop = book.fire("drop_connection", "ws", user_id, where=rec)
+    if drop:
+        limits.append((drop.params["after_ms"] / 1000, 1006, "dropped"))
+    life = book.fire("max_lifetime", "ws", user_id, where=rec)
+    if life:
+        limits.append((life.params["seconds"], life.params["close_code"], "Maximum connection lifetime reached"))
+    if not limits:
+        return await handler
+    delay, code, reason = min(limits)
+    try:
+        await asyncio.wait_for(handler, timeout=delay)
+        return
+    except asyncio.TimeoutError:
+        pass
+    if code == 1006:
+        raise Drop()
+    await session.close(code, reason)

@@ -1,0 +1,55 @@
+"""The services a stack runs: one table shared by every launcher.
+
+Each stand-in is an ASGI app in ``fakes/`` served by uvicorn. Toxiproxy sits in
+front of all of them; suites only ever see Toxiproxy's listeners.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str          # "api" | "auth"
+    app: str           # uvicorn import string
+    container_port: int
+
+    def command(self, port: int, host: str = "127.0.0.1", fd: int | None = None) -> list[str]:
+        """Arguments after ``python3``: uvicorn serving this stand-in."""
+        bind = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
+        return ["-m", "uvicorn", self.app, *bind, "--log-level", "warning",
+                "--no-access-log", "--ws", "websockets-sansio", "--ws-ping-interval", "20",
+                "--ws-ping-timeout", "20", "--timeout-graceful-shutdown", "1"]
+
+
+API = Service("api", "fakes.api:app", 8000)
+AUTH = Service("auth", "fakes.auth:app", 8001)
+STANDINS: tuple[Service, ...] = (API, AUTH)
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """One Toxiproxy listener. ``control`` proxies carry simstack's admin calls and never get faults."""
+    name: str
+    upstream: str        # service name
+    container_port: int  # listen port inside the Toxiproxy container (docker mode)
+    control: bool = False
+
+
+PROXIES: tuple[ProxySpec, ...] = (
+    ProxySpec("api", "api", 8666),
+    ProxySpec("ws", "api", 8667),
+    ProxySpec("auth", "auth", 8668),
+    ProxySpec("api_control", "api", 8669, control=True),
+    ProxySpec("auth_control", "auth", 8670, control=True),
+)
+TOXIPROXY_API_PORT = 8474
+
+# Environment variables the stand-ins read (set by every launcher).
+ENV_PROFILE = "SIMSTACK_PROFILE"          # staging | fast
+ENV_ADMIN_KEY = "SIMSTACK_ADMIN_KEY"      # required on /__simstack/* calls
+ENV_JWT_SECRET = "SIMSTACK_JWT_SECRET"    # HS256 secret shared by auth and api
+ENV_STARTED_AT = "SIMSTACK_STARTED_AT"    # epoch seconds; time-window triggers count from here
+ENV_AUTH_POLICY = "SIMSTACK_AUTH_POLICY"  # lenient | strict
+ENV_BYPASS_KEY = "SIMSTACK_E2E_BYPASS_KEY"  # strict bypass-key check when set
+ENV_STACK_ID = "SIMSTACK_STACK_ID"
