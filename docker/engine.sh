@@ -57,7 +57,8 @@ ensure() {
       exit 1
     fi
     say "starting dockerd (log: $LOG)"
-    setsid nohup dockerd --log-level=warn >>"$LOG" 2>&1 </dev/null &
+    # --ip: ports published without an address bind to loopback, not every interface.
+    setsid nohup dockerd --log-level=warn --ip=127.0.0.1 >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
   fi
   local deadline=$((SECONDS + TIMEOUT))
