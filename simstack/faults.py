@@ -9,7 +9,7 @@ at /ws, on its own proxy listener) and ``auth``.
 """
 from __future__ import annotations
 
-import itertools
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,9 +79,6 @@ def declare(kind: FaultKind) -> FaultKind:
     return kind
 
 
-_ids = itertools.count(1)
-
-
 @dataclass(frozen=True)
 class Fault:
     kind: str
@@ -127,7 +124,7 @@ class Fault:
                 f"got {trig}",
                 "Toxiproxy cannot pick connections deterministically; use a protocol fault such as "
                 "drop_connection with this trigger, or the 'toxicity' parameter (random, not seedable)")
-        return cls(kind=kind, target=target, params=values, trigger=trig, id=id or f"{kind}-{next(_ids)}")
+        return cls(kind=kind, target=target, params=values, trigger=trig, id=id or f"{kind}-{uuid.uuid4().hex[:6]}")
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "fault") -> "Fault":

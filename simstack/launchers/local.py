@@ -1,0 +1,157 @@
+"""Local mode: the stand-ins and the real Toxiproxy as processes on 127.0.0.1.
+
+The stand-ins get pre-bound sockets (uvicorn ``--fd``), so there is no window
+in which another process can take their port. Every child gets
+PR_SET_PDEATHSIG, so they die with the process that started them, even when
+that process is SIGKILLed.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ..errors import PortInUse, StartError
+from ..services import PROXIES, STANDINS
+from .base import LaunchSpec, Launched
+
+ROOT = Path(__file__).resolve().parents[2]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def find_toxiproxy() -> str:
+    """$SIMSTACK_TOXIPROXY_BIN, then the project's bin/, then PATH."""
+    candidates = [os.environ.get("SIMSTACK_TOXIPROXY_BIN"), str(ROOT / "bin" / "toxiproxy-server"),
+                  shutil.which("toxiproxy-server")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise StartError("the Toxiproxy server binary (toxiproxy-server v2.12.0) was not found",
+                     "run `make toxiproxy` (go install into ./bin), put toxiproxy-server on PATH, "
+                     "or set SIMSTACK_TOXIPROXY_BIN")
+
+
+def bind(port: int, option: str, host: str = "127.0.0.1") -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        raise PortInUse(host, port, option) from None
+    return s
+
+
+def check_free(port: int, option: str) -> None:
+    if port:
+        bind(port, option).close()
+
+
+class LocalLauncher:
+    mode = "local"
+
+    def __init__(self, log_dir: str | None = None):
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simstack-"))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def _spawn(self, name: str, argv: list[str], env: dict, pass_fds=()) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        try:
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                pass_fds=pass_fds, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+
+    def start(self, spec: LaunchSpec) -> Launched:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        binary = find_toxiproxy()
+        for proxy in PROXIES:
+            check_free(spec.ports.get(proxy.name, 0), f"--{proxy.name.replace('_', '-')}-port")
+        try:
+            upstreams = {}
+            env = {**os.environ, **spec.env, "PYTHONDONTWRITEBYTECODE": "1"}
+            for svc in STANDINS:
+                sock = bind(0, "")
+                upstreams[svc.name] = f"127.0.0.1:{sock.getsockname()[1]}"
+                self._spawn(svc.name, [sys.executable, *svc.command(0, fd=sock.fileno())], env, (sock.fileno(),))
+                sock.close()
+            url = self._start_toxiproxy(binary, spec.toxiproxy_port)
+            self._wait_alive(url)
+        except BaseException:
+            self.stop()
+            raise
+        return Launched(toxiproxy_url=url, upstreams=upstreams, listen_host="127.0.0.1")
+
+    def _start_toxiproxy(self, binary: str, wanted: int) -> str:
+        for _attempt in range(3):
+            port = wanted
+            if not port:
+                with bind(0, "") as s:
+                    port = s.getsockname()[1]
+            else:
+                check_free(port, "--toxiproxy-port")
+            self._spawn("toxiproxy", [binary, "-host", "127.0.0.1", "-port", str(port)], dict(os.environ))
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self.procs["toxiproxy"].poll() is not None:
+                    break
+                try:
+                    if httpx.get(f"{url}/version", timeout=0.5, trust_env=False).status_code == 200:
+                        return url
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.01)
+            if wanted:
+                break
+        raise StartError(f"Toxiproxy did not start: {self.logs('toxiproxy').strip()[-400:]}",
+                         f"see {self.log_dir / 'toxiproxy.log'}")
+
+    def _wait_alive(self, url: str) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise StartError(f"the {name} process exited with code {proc.returncode}: "
+                                 f"{self.logs(name).strip()[-600:]}", f"see {self.log_dir / (name + '.log')}")
+
+    def proxy_listen(self, proxy: str, wanted_port: int) -> str:
+        return f"127.0.0.1:{wanted_port}"
+
+    def host_port(self, proxy: str, listen: str) -> int:
+        return int(listen.rsplit(":", 1)[1])
+
+    def alive(self) -> dict[str, bool]:
+        return {name: p.poll() is None for name, p in self.procs.items()}
+
+    def logs(self, service: str) -> str:
+        path = self.log_dir / f"{service}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        procs, self.procs = list(self.procs.values()), {}
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

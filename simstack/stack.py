@@ -1,0 +1,304 @@
+"""``Stack``: the way in for code, the CLI and the pytest plugin.
+
+    with Stack(mode="local", profile="fast") as stack:
+        stack.faults.add("race_on_accept")
+        ... point a client at stack.endpoints.ws_url ...
+
+A stack is Toxiproxy in front of the api and auth stand-ins. A launcher (local
+processes or Docker containers) starts the parts; the Stack wires the proxies,
+waits until every endpoint answers through them, and drives faults.
+"""
+from __future__ import annotations
+
+import atexit
+import secrets
+import time
+import uuid
+from typing import Any, Iterable
+
+import httpx
+
+from .endpoints import Endpoints
+from .errors import ConfigError, SimstackError, StartError
+from .faults import NETWORK, Fault
+from .services import (ENV_ADMIN_KEY, ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE,
+                       ENV_STACK_ID, ENV_STARTED_AT, PROXIES)
+from .toxiproxy import Toxiproxy
+
+MODES = ("local", "docker", "auto")
+PROFILES = ("staging", "fast")
+ADMIN = "/__simstack"
+
+
+def _launcher(mode: str):
+    if mode == "local":
+        from .launchers.local import LocalLauncher
+        return LocalLauncher()
+    if mode == "docker":
+        from .launchers.docker import DockerLauncher
+        return DockerLauncher()
+    raise ConfigError(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+
+
+def resolve_mode(mode: str) -> tuple[str, str | None]:
+    """``auto`` is docker when an engine answers and the images exist, else local; says why."""
+    if mode != "auto":
+        return mode, None
+    try:
+        from .launchers.docker import engine_problem
+        problem = engine_problem()
+    except ImportError as exc:
+        problem = f"docker support not importable ({exc})"
+    if problem is None:
+        return "docker", None
+    return "local", f"--mode auto: using local mode because {problem}"
+
+
+class Stack:
+    def __init__(self, mode: str = "local", profile: str = "staging", ports: dict[str, int] | None = None,
+                 toxiproxy_port: int = 0, auth_policy: str = "lenient", jwt_secret: str = "simstack-dev-secret",
+                 bypass_key: str | None = None, startup_timeout: float = 30.0):
+        if mode not in MODES:
+            raise ConfigError(f"mode {mode!r} is not a mode", f"use one of {', '.join(MODES)}")
+        if profile not in PROFILES:
+            raise ConfigError(f"profile {profile!r} is not a profile", f"use one of {', '.join(PROFILES)}")
+        if auth_policy not in ("lenient", "strict"):
+            raise ConfigError(f"auth policy {auth_policy!r} is unknown", "use lenient or strict")
+        unknown = set(ports or {}) - {p.name for p in PROXIES if not p.control}
+        if unknown:
+            raise ConfigError(f"no endpoint named {', '.join(sorted(unknown))}", "ports are for api, ws and auth")
+        self.requested_mode = mode
+        self.mode, self.mode_note = resolve_mode(mode)
+        self.profile = profile
+        self.ports = dict(ports or {})
+        self.toxiproxy_port = toxiproxy_port
+        self.auth_policy, self.jwt_secret, self.bypass_key = auth_policy, jwt_secret, bypass_key
+        self.startup_timeout = startup_timeout
+        self.id = uuid.uuid4().hex[:10]
+        self.started_at: float | None = None
+        self.endpoints: Endpoints | None = None
+        self.launcher = None
+        self.faults: FaultControl | None = None
+        self.startup_s: float | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> "Stack":
+        t0 = time.perf_counter()
+        self.started_at = time.time()
+        admin_key = secrets.token_hex(16)
+        env = {ENV_PROFILE: self.profile, ENV_ADMIN_KEY: admin_key, ENV_JWT_SECRET: self.jwt_secret,
+               ENV_STARTED_AT: repr(self.started_at), ENV_AUTH_POLICY: self.auth_policy, ENV_STACK_ID: self.id}
+        if self.bypass_key:
+            env[ENV_BYPASS_KEY] = self.bypass_key
+        from .launchers.base import LaunchSpec
+        self.launcher = _launcher(self.mode)
+        atexit.register(self.stop)
+        try:
+            launched = self.launcher.start(LaunchSpec(self.id, env, self.ports, self.toxiproxy_port))
+            urls = self._create_proxies(Toxiproxy(launched.toxiproxy_url), launched)
+            self.endpoints = Endpoints(
+                api_url=urls["api"], ws_url=urls["ws"].replace("http://", "ws://") + "/ws", auth_url=urls["auth"],
+                toxiproxy_url=launched.toxiproxy_url, api_control_url=urls["api_control"],
+                auth_control_url=urls["auth_control"], admin_key=admin_key)
+            self.faults = FaultControl(self.endpoints)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def _create_proxies(self, toxi: Toxiproxy, launched) -> dict[str, str]:
+        urls = {}
+        try:
+            for p in PROXIES:
+                listen = self.launcher.proxy_listen(p.name, self.ports.get(p.name, 0))
+                created = toxi.create_proxy(p.name, listen, launched.upstreams[p.upstream])
+                urls[p.name] = f"http://127.0.0.1:{self.launcher.host_port(p.name, created['listen'])}"
+        finally:
+            toxi.close()
+        return urls
+
+    def _wait_ready(self) -> None:
+        """Every endpoint answers through its own proxy."""
+        e = self.endpoints
+        pending = {"api": e.api_url, "ws": e.ws_url.replace("ws://", "http://")[:-3], "auth": e.auth_url,
+                   "api_control": e.api_control_url, "auth_control": e.auth_control_url}
+        deadline = time.monotonic() + self.startup_timeout
+        last: dict[str, str] = {}
+        with httpx.Client(timeout=1.0, trust_env=False, headers={"X-Simstack-Admin": e.admin_key}) as http:
+            while pending:
+                for name, url in list(pending.items()):
+                    try:
+                        r = http.get(f"{url}{ADMIN}/ping")
+                        if r.status_code == 200:
+                            del pending[name]
+                            continue
+                        last[name] = f"HTTP {r.status_code}"
+                    except httpx.HTTPError as exc:
+                        last[name] = exc.__class__.__name__
+                if not pending:
+                    break
+                dead = [n for n, ok in getattr(self.launcher, "alive", lambda: {})().items() if not ok]
+                if dead:
+                    raise StartError(f"the {dead[0]} process exited during start-up: "
+                                     f"{self.launcher.logs(dead[0]).strip()[-600:]}",
+                                     "see `simstack logs " + dead[0] + "`")
+                if time.monotonic() > deadline:
+                    raise StartError("endpoints not ready after %.0f s: %s" % (
+                        self.startup_timeout, ", ".join(f"{n} ({last.get(n, '?')})" for n in pending)),
+                        "see the logs (`simstack logs api|auth|toxiproxy`)")
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        launcher, self.launcher = self.launcher, None
+        if launcher is not None:
+            launcher.stop()
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -------------------------------------------------------------- conveniences
+    def token(self, email: str = "e2e-user@staging.netra.test") -> str:
+        return mint_token(self.endpoints, email, self.bypass_key)
+
+    def logs(self, service: str) -> str:
+        return self.launcher.logs(service) if self.launcher else ""
+
+
+def mint_token(endpoints: Endpoints, email: str = "e2e-user@staging.netra.test", bypass_key: str | None = None) -> str:
+    """A token from the auth stand-in's /auth/e2e/test-auth (via the control proxy, so faults can't block it)."""
+    r = httpx.post(f"{endpoints.auth_control_url}/auth/e2e/test-auth", trust_env=False, timeout=10,
+                   headers={"X-E2E-Bypass-Key": bypass_key or "simstack-e2e"},
+                   json={"email": email, "name": "E2E Test User", "permissions": ["read", "write"]})
+    r.raise_for_status()
+    return r.json()["access_token"]
+
+
+class FaultControl:
+    """Apply, list, remove and reset faults on a running stack, without a restart.
+    Works the same for a stack this process started and one found via ``simstack up --detach``."""
+
+    def __init__(self, endpoints: Endpoints):
+        self.endpoints = endpoints
+        self.http = httpx.Client(timeout=10.0, trust_env=False, headers={"X-Simstack-Admin": endpoints.admin_key})
+        self.toxi = Toxiproxy(endpoints.toxiproxy_url)
+
+    def _admin(self, target: str, method: str, path: str, **kw) -> httpx.Response:
+        url = f"{self.endpoints.control_url(target)}{ADMIN}{path}"
+        try:
+            return self.http.request(method, url, **kw)
+        except httpx.HTTPError as exc:
+            raise SimstackError(f"the {target} stand-in did not answer {method} {path}: {exc}",
+                                "is the stack still running? `simstack status`") from None
+
+    def add(self, kind: str, target: str | None = None, trigger: Any = None, id: str | None = None,
+            **params: Any) -> Fault:
+        return self.apply([Fault.build(kind, target, trigger, id, **params)])[0]
+
+    def apply(self, faults: Iterable[Fault | dict]) -> list[Fault]:
+        """All or nothing: everything is validated first, and what was applied is rolled back on failure."""
+        built = [_with_id(f if isinstance(f, Fault) else Fault.from_dict(f, where=f"faults[{i}]"))
+                 for i, f in enumerate(faults)]
+        done: list[Fault] = []
+        try:
+            for f in built:
+                if f.layer == NETWORK:
+                    self.toxi.apply(_network_named(f))
+                else:
+                    r = self._admin(_standin(f.target), "POST", "/faults", json=f.to_dict())
+                    if r.status_code != 200:
+                        d = r.json().get("detail", {})
+                        raise ConfigError(d.get("message", r.text), d.get("hint"))
+                done.append(f)
+        except BaseException:
+            for f in reversed(done):
+                self._unapply(f)
+            raise
+        return built
+
+    def list(self) -> list[dict]:
+        out = []
+        for standin in ("api", "auth"):
+            out += [{**f, "layer": "protocol"} for f in self._admin(standin, "GET", "/faults").json()["faults"]]
+        for name, proxy in self.toxi.proxies().items():
+            if not proxy["enabled"]:
+                out.append({"id": f"proxy_down-{name}", "kind": "proxy_down", "target": name, "params": {},
+                            "layer": "network"})
+            for t in proxy.get("toxics", []):
+                kind, _, fid = t["name"].partition(":")
+                out.append({"id": fid, "kind": kind, "target": name, "layer": "network",
+                            "params": {"stream": t["stream"], "toxicity": t["toxicity"], **t["attributes"]}})
+        return out
+
+    def remove(self, fault_id: str) -> None:
+        for f in self.list():
+            if f["id"] == fault_id:
+                if f["layer"] == "protocol":
+                    self._admin(_standin(f["target"]), "DELETE", f"/faults/{fault_id}")
+                elif f["kind"] == "proxy_down":
+                    self.toxi.set_enabled(f["target"], True)
+                else:
+                    self.toxi.remove_toxic(f["target"], f"{f['kind']}:{fault_id}")
+                return
+        raise ConfigError(f"no fault with id {fault_id!r}", "`simstack fault ls` lists the active faults and ids")
+
+    def reset(self) -> None:
+        """Every endpoint back to healthy defaults."""
+        for standin in ("api", "auth"):
+            self._admin(standin, "POST", "/reset")
+        self.toxi.reset()
+
+    def _unapply(self, f: Fault) -> None:
+        try:
+            if f.layer == NETWORK:
+                self.toxi.unapply(_network_named(f))
+            else:
+                self._admin(_standin(f.target), "DELETE", f"/faults/{f.id}")
+        except SimstackError:
+            pass
+
+    def mark(self, label: str | None) -> None:
+        """Attribute the traffic that follows to ``label`` (a test id) in the timeline."""
+        for standin in ("api", "auth"):
+            self._admin(standin, "POST", "/mark", json={"label": label})
+
+    def timeline(self, since: dict[str, int] | None = None, label: str | None = None) -> tuple[list[dict], dict]:
+        """Records from both stand-ins newer than ``since`` (per stand-in versions); returns (records, versions)."""
+        since = since or {}
+        records, versions = [], {}
+        for standin in ("api", "auth"):
+            params = {"since": since.get(standin, 0)}
+            if label is not None:
+                params["label"] = label
+            body = self._admin(standin, "GET", "/timeline", params=params).json()
+            versions[standin] = body["version"]
+            records += [{**r, "service": standin} for r in body["records"]]
+        records.sort(key=lambda r: r["started"])
+        return records, versions
+
+    def close(self) -> None:
+        self.http.close()
+        self.toxi.close()
+
+
+def _with_id(f: Fault) -> Fault:
+    """proxy_down is a proxy state, so its id is fixed (proxy_down-<target>); other faults get a fresh one."""
+    from dataclasses import replace
+    if f.kind == "proxy_down":
+        return replace(f, id=f"proxy_down-{f.target}")
+    return f
+
+
+def _standin(target: str) -> str:
+    return "auth" if target == "auth" else "api"
+
+
+def _network_named(f: Fault) -> Fault:
+    """Toxics are named ``kind:id`` so listing can say which kind each one is."""
+    from dataclasses import replace
+    return f if f.kind == "proxy_down" else replace(f, id=f"{f.kind}:{f.id}")
