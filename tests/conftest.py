@@ -1,0 +1,78 @@
+"""Shared fixtures: real stacks on real sockets, one per mode and profile per session.
+
+Integration tests take ``stack`` (fast profile) and run once per available
+mode: local always, docker when an engine answers and the images are built
+(`make images`). Each test starts from healthy defaults: faults are reset
+before and after it.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from simstack.stack import Stack
+
+pytest_plugins = ["pytester"]
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost,::1")
+
+
+def _modes() -> list:
+    modes = [pytest.param("local", id="local")]
+    try:
+        from simstack.launchers.docker import engine_problem
+        problem = engine_problem()
+    except ImportError as exc:
+        problem = str(exc)
+    marks = [pytest.mark.docker] + ([pytest.mark.skip(reason=f"docker mode unavailable: {problem}")] if problem else [])
+    modes.append(pytest.param("docker", id="docker", marks=marks))
+    return modes
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "docker: needs a Docker engine and the simstack images")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session", params=_modes())
+def stack_mode(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def _stacks():
+    started: dict[tuple[str, str], Stack] = {}
+    yield started
+    for s in started.values():
+        s.stop()
+
+
+def _get(_stacks, mode: str, profile: str) -> Stack:
+    key = (mode, profile)
+    if key not in _stacks:
+        _stacks[key] = Stack(mode=mode, profile=profile).start()
+    s = _stacks[key]
+    s.faults.reset()
+    return s
+
+
+@pytest.fixture
+def stack(_stacks, stack_mode):
+    """A running stack (fast profile), healthy at the start of the test."""
+    s = _get(_stacks, stack_mode, "fast")
+    yield s
+    s.faults.reset()
+
+
+@pytest.fixture
+def staging_stack(_stacks, stack_mode):
+    """A running stack with the staging timing profile."""
+    s = _get(_stacks, stack_mode, "staging")
+    yield s
+    s.faults.reset()
+
+
+@pytest.fixture
+def token(stack) -> str:
+    return stack.token()
