@@ -23,6 +23,7 @@ from .. import images
 from ..errors import NoDockerEngine, PortInUse, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT
 from .base import Launched, LaunchSpec
+from .local import check_free
 
 if TYPE_CHECKING:  # docker and testcontainers are imported on first use: the CLI starts faster without them
     import docker
@@ -37,6 +38,7 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT = 20.0
 POLL_INTERVAL = 0.02
 TOXIPROXY = "toxiproxy"
+TOXIPROXY_PORT_OPTION = "--toxiproxy-port"
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +75,19 @@ def docker_client(timeout: float = 10.0) -> "docker.DockerClient":
     return client
 
 
-def engine_answers() -> bool:
+def engine_problem() -> str | None:
+    """Why docker mode cannot run here (no engine, images missing), or None when it can."""
     try:
-        docker_client(timeout=3).close()
-    except NoDockerEngine:
-        return False
-    return True
+        client = docker_client(timeout=3)
+    except NoDockerEngine as exc:
+        return f"{exc.message} (run `make engine`)"
+    try:
+        missing = missing_images(client)
+    finally:
+        client.close()
+    if missing:
+        return f"image {', '.join(missing)} is missing (run `make images`)"
+    return None
 
 
 def missing_images(client: "docker.DockerClient") -> list[str]:
@@ -131,6 +140,7 @@ class DockerLauncher:
         self._network: Network | None = None
         self._containers: dict[str, DockerContainer] = {}  # "api" | "auth" | "toxiproxy"
         self._host_ports: dict[int, int] = {}              # Toxiproxy container port -> host port
+        self._client: docker.DockerClient | None = None    # kept for alive(): one call per poll
 
     # --- Launcher protocol ---------------------------------------------------------------------
 
@@ -143,8 +153,13 @@ class DockerLauncher:
                 raise StartError(f"Docker image {', '.join(missing)} is missing",
                                  "run `make images` to build simstack's images offline, or use --mode local")
             self._clear_stale(client, spec.stack_id)
-        finally:
+        except BaseException:
             client.close()
+            raise
+        self._client = client
+        check_free(spec.toxiproxy_port, TOXIPROXY_PORT_OPTION)
+        for p in PROXIES:
+            check_free(spec.ports.get(p.name, 0), _port_option(p.name))
         try:
             self._start(spec)
             url = f"http://{LOOPBACK}:{self._host_ports[TOXIPROXY_API_PORT]}"
@@ -171,6 +186,20 @@ class DockerLauncher:
                              "which the Toxiproxy container does not publish",
                              "listen on the port simstack.services.PROXIES gives it") from None
 
+    def alive(self) -> dict[str, bool]:
+        """Which containers still run (one engine call: the Stack polls this while it waits)."""
+        if not self._containers:
+            return {}
+        import docker
+
+        ids = {c._container.id: name for name, c in self._containers.items() if c._container is not None}
+        try:
+            listed = self._client.api.containers(all=True, filters={"id": list(ids)})
+        except (AttributeError, docker.errors.DockerException):  # stopped meanwhile, or engine gone
+            return {name: False for name in self._containers}
+        running = {c["Id"] for c in listed if c["State"] == "running"}
+        return {name: cid in running for cid, name in ids.items()}
+
     def logs(self, service: str) -> str:
         container = self._containers.get(service)
         if container is None or container._container is None:
@@ -191,6 +220,10 @@ class DockerLauncher:
                 network.remove()
             except Exception as exc:
                 log.warning("could not remove network %s: %s", network.name, _first_line(exc))
+            network._docker.client.close()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -276,6 +309,10 @@ def _proxy_spec(proxy: str):
     raise StartError(f"unknown proxy {proxy!r}", f"known: {', '.join(p.name for p in PROXIES)}")
 
 
+def _port_option(proxy: str) -> str:
+    return f"--{proxy.replace('_', '-')}-port"
+
+
 def _toxiproxy_ports(spec: LaunchSpec) -> dict[str, tuple[str, int | None]]:
     """Toxiproxy's API and every proxy listener, on loopback only; None lets the engine pick."""
     ports = {f"{TOXIPROXY_API_PORT}/tcp": (LOOPBACK, spec.toxiproxy_port or None)}
@@ -289,7 +326,7 @@ def _start_error(name: str, exc: BaseException, spec: LaunchSpec) -> StartError:
     busy = re.search(r"(?:bind for|listen tcp4?) [\d.]*:(\d+).*(?:already allocated|address already in use)", text)
     if busy:
         port = int(busy.group(1))
-        option = next((f"the {p} proxy's port" for p, v in spec.ports.items() if v == port), "the Toxiproxy API port")
+        option = next((_port_option(p) for p, v in spec.ports.items() if v == port), TOXIPROXY_PORT_OPTION)
         return PortInUse(LOOPBACK, port, option)
     if "Conflict" in text and "already in use" in text:
         return StartError(f"could not create the {name} container: {text}",
