@@ -191,7 +191,8 @@ EXPOSE $STANDINS_PORTS
 ENTRYPOINT ["python3"]
 CMD $STANDINS_CMD
 EOF
-  docker build -q --network=none --force-rm --label "$INPUTS_LABEL=$1" -t "$STANDINS_IMAGE" "$ctx" >"$ctx/build.log" 2>&1 \
+  docker build -q --network=none --force-rm --label "$INPUTS_LABEL=$1" --label "$SOURCES_LABEL=$SOURCES_HASH" \
+    -t "$STANDINS_IMAGE" "$ctx" >"$ctx/build.log" 2>&1 \
     || { cat "$ctx/build.log" >&2; die "docker build of $STANDINS_IMAGE failed"; }
 }
 
@@ -201,9 +202,7 @@ step "stand-ins $STANDINS_IMAGE"
   || note "warning: fakes/api.py or fakes/auth.py is missing; the image will not serve yet"
 REQS="$(standins_requirements)"
 REQS_H="$(echo "$REQS" | sha)"
-SRC_H="$(cd "$ROOT" && find simstack fakes -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
-  | sort -z | xargs -0 sha256sum | sha)"
-H="$( { docker image inspect -f '{{.Id}}' "$BASE_IMAGE"; echo "$REQS_H $SRC_H $STANDINS_CMD"; declare -f build_standins; } | sha)"
+H="$( { docker image inspect -f '{{.Id}}' "$BASE_IMAGE"; echo "$REQS_H $SOURCES_HASH $STANDINS_CMD"; declare -f build_standins; } | sha)"
 if ! up_to_date "$STANDINS_IMAGE" "$H"; then
   build_standins "$H"
   note "built: $(docker image inspect -f '{{.Size}}' "$STANDINS_IMAGE" | awk '{ printf "%d MB", $1 / 1e6 }')"

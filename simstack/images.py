@@ -21,11 +21,13 @@ Run ``python -m simstack.images`` to print the resolved names as shell assignmen
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from simstack.services import API, STANDINS
 
@@ -37,7 +39,8 @@ DEFAULT_BASE = "simstack/python-base:3.11"
 TOXIPROXY_VERSION = "2.12.0"
 DEFAULT_TOXIPROXY = f"ghcr.io/shopify/toxiproxy:{TOXIPROXY_VERSION}"
 
-INPUTS_LABEL = "simstack.inputs"  # hash of what an image was built from; absent on foreign images
+INPUTS_LABEL = "simstack.inputs"    # hash of what an image was built from; absent on foreign images
+SOURCES_LABEL = "simstack.sources"  # sources_hash() of the simstack/ and fakes/ a stand-ins image holds
 STANDINS_ROOT = "/opt/simstack"   # where the stand-ins image keeps simstack/, fakes/ and their deps
 
 
@@ -60,6 +63,16 @@ def toxiproxy_image() -> str:
     return os.environ.get(ENV_TOXIPROXY) or DEFAULT_TOXIPROXY
 
 
+def sources_hash(root: Path = Path(__file__).resolve().parent.parent) -> str:
+    """Hash of the ``simstack/`` and ``fakes/`` files the stand-ins image copies (its staleness check)."""
+    digest = hashlib.sha256()
+    for package in ("simstack", "fakes"):
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:32]
+
+
 def all_images() -> dict[str, str]:
     """Role -> image name, in build order."""
     return {"base": base_image(), "standins": standins_image(), "toxiproxy": toxiproxy_image()}
@@ -72,6 +85,8 @@ def _shell() -> str:
         "STANDINS_IMAGE": standins_image(),
         "TOXIPROXY_IMAGE": toxiproxy_image(),
         "INPUTS_LABEL": INPUTS_LABEL,
+        "SOURCES_LABEL": SOURCES_LABEL,
+        "SOURCES_HASH": sources_hash(),
         "STANDINS_ROOT": STANDINS_ROOT,
         # The image's default command: the api stand-in, as the launcher would run it.
         "STANDINS_CMD": json.dumps(API.command(API.container_port, host="0.0.0.0")),

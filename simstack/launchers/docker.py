@@ -82,24 +82,27 @@ def engine_problem() -> str | None:
     except NoDockerEngine as exc:
         return f"{exc.message} (run `make engine`)"
     try:
-        missing = missing_images(client)
+        problems = image_problems(client)
     finally:
         client.close()
-    if missing:
-        return f"image {', '.join(missing)} is missing (run `make images`)"
-    return None
+    return f"{'; '.join(problems)} (run `make images`)" if problems else None
 
 
-def missing_images(client: "docker.DockerClient") -> list[str]:
+def image_problems(client: "docker.DockerClient") -> list[str]:
+    """What is wrong with the images a stack needs: missing, or stand-ins built from other sources."""
     import docker
 
-    missing = []
+    problems = []
     for name in (images.standins_image(), images.toxiproxy_image()):
         try:
-            client.images.get(name)
+            labels = client.images.get(name).labels or {}
         except docker.errors.ImageNotFound:
-            missing.append(name)
-    return missing
+            problems.append(f"image {name} is missing")
+            continue
+        built_from = labels.get(images.SOURCES_LABEL)
+        if built_from and built_from != images.sources_hash():  # only images make images built are checked
+            problems.append(f"image {name} is stale (simstack/ or fakes/ changed since it was built)")
+    return problems
 
 
 def _process_start(pid: int) -> str:
@@ -148,9 +151,9 @@ class DockerLauncher:
         _configure_testcontainers()
         client = docker_client()
         try:
-            missing = missing_images(client)
-            if missing:
-                raise StartError(f"Docker image {', '.join(missing)} is missing",
+            problems = image_problems(client)
+            if problems:
+                raise StartError("; ".join(problems),
                                  "run `make images` to build simstack's images offline, or use --mode local")
             self._clear_stale(client, spec.stack_id)
         except BaseException:
