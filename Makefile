@@ -30,7 +30,7 @@ toxiproxy:
 engine:
 	@docker/engine.sh ensure
 
-images: setup
+images: setup engine
 	@docker/build-images.sh
 
 repro-1011: setup
