@@ -100,7 +100,7 @@ def image_problems(client: "docker.DockerClient") -> list[str]:
             problems.append(f"image {name} is missing")
             continue
         built_from = labels.get(images.SOURCES_LABEL)
-        if built_from and built_from != images.sources_hash():  # only images make images built are checked
+        if built_from and built_from != images.sources_hash():  # unlabelled images are the user's: not checked
             problems.append(f"image {name} is stale (simstack/ or fakes/ changed since it was built)")
     return problems
 
@@ -160,10 +160,10 @@ class DockerLauncher:
             client.close()
             raise
         self._client = client
-        check_free(spec.toxiproxy_port, TOXIPROXY_PORT_OPTION)
-        for p in PROXIES:
-            check_free(spec.ports.get(p.name, 0), _port_option(p.name))
         try:
+            check_free(spec.toxiproxy_port, TOXIPROXY_PORT_OPTION)
+            for p in PROXIES:
+                check_free(spec.ports.get(p.name, 0), _port_option(p.name))
             self._start(spec)
             url = f"http://{LOOPBACK}:{self._host_ports[TOXIPROXY_API_PORT]}"
             self._wait_ready(url)
