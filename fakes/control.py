@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 
 from simstack.errors import ConfigError
 from simstack.faults import PROTOCOL, Fault
-from simstack.services import ENV_ADMIN_KEY, ENV_STARTED_AT
+from simstack.services import ENV_ADMIN_KEY
 from simstack.triggers import TriggerState
 
 ADMIN_PREFIX = "/__simstack"
@@ -22,14 +22,14 @@ ADMIN_PREFIX = "/__simstack"
 class Active:
     fault: Fault
     state: TriggerState
+    applied_at: float = field(default_factory=time.time)
 
 
 class FaultBook:
     """The protocol faults in force in one stand-in, with their trigger states."""
 
-    def __init__(self, targets: tuple[str, ...], started_at: float | None = None):
+    def __init__(self, targets: tuple[str, ...]):
         self.targets = targets
-        self.started_at = started_at if started_at is not None else float(os.environ.get(ENV_STARTED_AT, time.time()))
         self._active: dict[str, Active] = {}
 
     def add(self, faults: list[Fault]) -> None:
@@ -56,7 +56,7 @@ class FaultBook:
     def decide(self, fault: Fault, user_id: str | None = None, where=None) -> bool:
         """One candidate for one fault: does it fire? A hit is noted on ``where`` (a timeline record)."""
         active = self._active.get(fault.id)
-        hit = active is not None and active.state.decide(user_id, time.time() - self.started_at)
+        hit = active is not None and active.state.decide(user_id, time.time() - active.applied_at)
         if hit and where is not None:
             where.faults.append(fault.id)
         return hit

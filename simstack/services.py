@@ -17,7 +17,8 @@ class Service:
     def command(self, port: int, host: str = "127.0.0.1", fd: int | None = None) -> list[str]:
         """Arguments after ``python3``: uvicorn serving this stand-in."""
         bind = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
-        return ["-m", "uvicorn", self.app, *bind, "--log-level", "warning",
+        runner = "fakes.serve" if fd is not None else "uvicorn"   # see fakes/serve.py: TCP_NODELAY
+        return ["-m", runner, self.app, *bind, "--log-level", "warning",
                 "--no-access-log", "--ws", "websockets-sansio", "--ws-ping-interval", "20",
                 "--ws-ping-timeout", "20", "--timeout-graceful-shutdown", "1"]
 
@@ -49,7 +50,6 @@ TOXIPROXY_API_PORT = 8474
 ENV_PROFILE = "SIMSTACK_PROFILE"          # staging | fast
 ENV_ADMIN_KEY = "SIMSTACK_ADMIN_KEY"      # required on /__simstack/* calls
 ENV_JWT_SECRET = "SIMSTACK_JWT_SECRET"    # HS256 secret shared by auth and api
-ENV_STARTED_AT = "SIMSTACK_STARTED_AT"    # epoch seconds; time-window triggers count from here
 ENV_AUTH_POLICY = "SIMSTACK_AUTH_POLICY"  # lenient | strict
 ENV_BYPASS_KEY = "SIMSTACK_E2E_BYPASS_KEY"  # strict bypass-key check when set
 ENV_STACK_ID = "SIMSTACK_STACK_ID"

@@ -22,7 +22,7 @@ from .endpoints import Endpoints
 from .errors import ConfigError, SimstackError, StartError
 from .faults import NETWORK, Fault
 from .services import (ENV_ADMIN_KEY, ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE,
-                       ENV_STACK_ID, ENV_STARTED_AT, PROXIES)
+                       ENV_STACK_ID, PROXIES)
 from .toxiproxy import Toxiproxy
 
 MODES = ("local", "docker", "auto")
@@ -87,7 +87,7 @@ class Stack:
         self.started_at = time.time()
         admin_key = secrets.token_hex(16)
         env = {ENV_PROFILE: self.profile, ENV_ADMIN_KEY: admin_key, ENV_JWT_SECRET: self.jwt_secret,
-               ENV_STARTED_AT: repr(self.started_at), ENV_AUTH_POLICY: self.auth_policy, ENV_STACK_ID: self.id}
+               ENV_AUTH_POLICY: self.auth_policy, ENV_STACK_ID: self.id}
         if self.bypass_key:
             env[ENV_BYPASS_KEY] = self.bypass_key
         from .launchers.base import LaunchSpec

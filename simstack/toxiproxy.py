@@ -4,6 +4,12 @@ simstack talks to the API directly (httpx, with timeouts) rather than through
 toxiproxy-python: that client keeps host and port in class-level globals (one
 server per process) and has no timeouts nor toxic updates, while a test run
 may drive several stacks at once.
+
+Known Toxiproxy behaviour (upstream issue #558, still open in v2.12.0): removing a
+latency or bandwidth toxic while it holds data for a connection whose client has
+already gone blocks the API for 5 s per stuck direction. The API timeout below is
+long enough to ride that out; the scenario runner avoids it by letting held data
+drain first (see ``drain_s``).
 """
 from __future__ import annotations
 
@@ -29,8 +35,14 @@ class ToxiproxyError(SimstackError):
     pass
 
 
+def drain_s(faults: list[Fault]) -> float:
+    """How long data may sit inside these faults' toxics (latency + jitter)."""
+    return max((f.params["latency_ms"] + f.params["jitter_ms"]) / 1000 for f in faults if f.kind == "latency") \
+        if any(f.kind == "latency" for f in faults) else 0.0
+
+
 class Toxiproxy:
-    def __init__(self, url: str, timeout: float = 5.0):
+    def __init__(self, url: str, timeout: float = 30.0):
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False,
                                  headers={"User-Agent": "simstack"})

@@ -12,7 +12,8 @@ Written in scenario files and the CLI as a one-key mapping:
     every: 2                     the 2nd, 4th, 6th ... candidate
     probability: 0.3, seed: 7    a seeded draw per candidate (same seed, same decisions)
     user: "^e2e-"                candidates whose user id matches the regex
-    window: [0, 30]              candidates between 0 s and 30 s after the stack started
+    window: [0, 30]              candidates between 0 s and 30 s after the fault was applied
+                                 (a scenario given to `simstack up` is applied as the stack starts)
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ class Trigger:
         if (not isinstance(value, (list, tuple)) or len(value) != 2
                 or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]):
             raise ConfigError(f"{where}.window: {value!r} is not [start_s, end_s]",
-                              "seconds after the stack started, e.g. {window: [0, 30]}")
+                              "seconds after the fault is applied, e.g. {window: [0, 30]}")
         return cls(rule=rule, window=(float(value[0]), float(value[1])))
 
     def to_dict(self) -> dict:
@@ -114,7 +115,7 @@ class TriggerState:
         self._rng = random.Random(self.trigger.seed)
         self._re = re.compile(self.trigger.pattern) if self.trigger.rule == "user" else None
 
-    def decide(self, user_id: str | None = None, since_start: float = 0.0) -> bool:
+    def decide(self, user_id: str | None = None, since_applied: float = 0.0) -> bool:
         """One candidate: does the fault fire for it?"""
         self.seen += 1
         t = self.trigger
@@ -129,6 +130,6 @@ class TriggerState:
         elif t.rule == "user":
             hit = bool(user_id) and self._re.search(user_id) is not None
         else:
-            hit = t.window[0] <= since_start < t.window[1]
+            hit = t.window[0] <= since_applied < t.window[1]
         self.fired += hit
         return hit
