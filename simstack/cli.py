@@ -1,0 +1,398 @@
+"""The `simstack` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from .errors import SimstackError
+from .faults import KINDS
+from .stack import MODES, PROFILES, FaultControl, Stack, mint_token
+from . import state
+
+WS_MODES = {
+    "fixed": [],
+    "race_on_accept": [{"kind": "race_on_accept", "target": "ws", "params": {"fixed": False}}],
+    "setup_error": [{"kind": "setup_error", "target": "ws"}],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except SimstackError as exc:
+        print(f"simstack: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="simstack", description="A locally simulated staging stack for offline reproduction.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def cmd(name: str, func, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        c.set_defaults(func=func)
+        return c
+
+    def stack_options(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--mode", choices=MODES, default="local", help="local processes, docker containers, or auto")
+        c.add_argument("--profile", choices=PROFILES, default="staging", help="timing profile (default staging)")
+
+    c = cmd("up", cmd_up, "start a stack and print its endpoints")
+    stack_options(c)
+    c.add_argument("--detach", action="store_true", help="return once healthy; the stack keeps running")
+    c.add_argument("--scenario", help="apply this scenario's faults once the stack is up")
+    c.add_argument("--auth-policy", choices=("lenient", "strict"), default="lenient")
+    c.add_argument("--bypass-key", help="require this X-E2E-Bypass-Key on /auth/e2e/test-auth")
+    for name in ("api", "ws", "auth"):
+        c.add_argument(f"--{name}-port", type=int, default=0, help=f"host port of the {name} endpoint (0: any free)")
+    c.add_argument("--toxiproxy-port", type=int, default=0, help="host port of Toxiproxy's API (0: any free)")
+
+    c = cmd("down", cmd_down, "stop the running stack(s)")
+    c.add_argument("--id", help="only this stack")
+
+    cmd("status", cmd_status, "list running stacks and their endpoints")
+
+    c = cmd("env", cmd_env, "print export lines for the running stack, with a fresh token")
+    c.add_argument("--id")
+    c.add_argument("--email", default="e2e-user@staging.netra.test")
+
+    c = cmd("logs", cmd_logs, "print a service's log (api, auth, toxiproxy)")
+    c.add_argument("service", choices=("api", "auth", "toxiproxy"))
+    c.add_argument("--id")
+
+    c = cmd("ws-mode", cmd_ws_mode, "switch the WebSocket behaviour of the running stack")
+    c.add_argument("behaviour", choices=tuple(WS_MODES))
+    c.add_argument("--id")
+
+    c = cmd("fault", None, "add, list, remove and reset faults on the running stack")
+    fsub = c.add_subparsers(metavar="ACTION")
+    f = fsub.add_parser("kinds", help="list fault kinds, parameters and client signatures")
+    f.set_defaults(func=cmd_fault_kinds)
+    f = fsub.add_parser("add", help="apply a fault")
+    f.add_argument("kind", help="a kind from `simstack fault kinds`")
+    f.add_argument("--target", choices=("api", "ws", "auth"))
+    f.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
+    f.add_argument("--trigger", "-t", help="YAML, e.g. '{first: 3}' or '{probability: 0.5, seed: 7}'")
+    f.add_argument("--id", dest="fault_id", help="id for the fault (default: kind-<random>)")
+    f.add_argument("--stack", dest="id")
+    f.set_defaults(func=cmd_fault_add)
+    f = fsub.add_parser("ls", help="list active faults")
+    f.add_argument("--stack", dest="id")
+    f.set_defaults(func=cmd_fault_ls)
+    f = fsub.add_parser("rm", help="remove a fault by id")
+    f.add_argument("fault_id")
+    f.add_argument("--stack", dest="id")
+    f.set_defaults(func=cmd_fault_rm)
+    f = fsub.add_parser("reset", help="remove every fault")
+    f.add_argument("--stack", dest="id")
+    f.set_defaults(func=cmd_fault_reset)
+
+    c = cmd("scenario", None, "list and run scenarios")
+    ssub = c.add_subparsers(metavar="ACTION")
+    s = ssub.add_parser("ls", help="list scenarios (validates every file)")
+    s.set_defaults(func=cmd_scenario_ls)
+    s = ssub.add_parser("run", help="apply a scenario and check its expectations with a real client")
+    s.add_argument("names", nargs="+", metavar="NAME", help="scenario names or paths to YAML files")
+    stack_options(s)
+    s.add_argument("--id", help="use this running stack (default: the running one, else start one)")
+    s.set_defaults(func=cmd_scenario_run)
+
+    c = cmd("repro", cmd_repro, "reproduce a staging failure and show what the fix changes")
+    c.add_argument("what", choices=("1011",))
+    stack_options(c)
+
+    c = cmd("watch", cmd_watch, "follow what each request and connection goes through")
+    c.add_argument("--id")
+    c.add_argument("--once", action="store_true", help="print what is recorded so far and exit")
+
+    c = cmd("e2e", cmd_e2e, "run tests/e2e under repro-1011 and fix-1011, side by side")
+    return p
+
+
+# ------------------------------------------------------------------ stack lifecycle
+
+def _stack_from(args) -> Stack:
+    ports = {n: getattr(args, f"{n}_port") for n in ("api", "ws", "auth") if getattr(args, f"{n}_port", 0)}
+    return Stack(mode=args.mode, profile=args.profile, ports=ports, toxiproxy_port=args.toxiproxy_port,
+                 auth_policy=args.auth_policy, bypass_key=args.bypass_key)
+
+
+def cmd_up(args) -> int:
+    if args.detach:
+        return _detach(args)
+    stack = _stack_from(args)
+    return serve(stack, args.scenario, announce=True)
+
+
+def serve(stack: Stack, scenario: str | None, announce: bool) -> int:
+    """Run a stack until SIGINT/SIGTERM, with a record so other commands find it."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    _reap()
+    if stack.mode_note:
+        print(stack.mode_note, flush=True)
+    try:
+        stack.start()
+        if scenario:
+            from .scenarios import load_scenario
+            stack.faults.apply(load_scenario(scenario).faults)
+        state.write_record(stack, os.getpid(), scenario)
+        if announce:
+            print(_describe(stack), flush=True)
+            print("Ctrl-C stops the stack.", flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        state.remove_record(stack.id)
+        stack.stop()
+
+
+def _detach(args) -> int:
+    """Start `simstack up` in its own session and wait until its record appears."""
+    log = state.state_dir() / f"up-{int(time.time() * 1000)}.log"
+    argv = [sys.executable, "-m", "simstack.cli", "up", "--mode", args.mode, "--profile", args.profile,
+            "--auth-policy", args.auth_policy]
+    for opt in ("scenario", "bypass_key"):
+        if getattr(args, opt):
+            argv += [f"--{opt.replace('_', '-')}", getattr(args, opt)]
+    for n in ("api", "ws", "auth", "toxiproxy"):
+        argv += [f"--{n}-port", str(getattr(args, f"{n}_port"))]
+    before = {r["id"] for r in state.records()}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        new = [r for r in state.records() if r["id"] not in before and r["pid"] == proc.pid]
+        if new:
+            stack_id = new[0]["id"]
+            print(_describe_record(new[0]))
+            print(f"Detached (pid {proc.pid}). `simstack down --id {stack_id}` stops it.")
+            return 0
+        if proc.poll() is not None:
+            raise SimstackError(f"the stack did not start:\n{log.read_text(errors='replace').strip()}",
+                                f"full log: {log}")
+        time.sleep(0.05)
+    proc.terminate()
+    raise SimstackError("the detached stack did not become healthy within 120 s", f"see {log}")
+
+
+def _reap() -> None:
+    """Remove containers left by runs that died (docker mode); harmless without Docker."""
+    try:
+        from .launchers.docker import reap_orphans
+    except ImportError:
+        return
+    try:
+        reap_orphans()
+    except Exception:   # no engine: nothing to reap
+        pass
+
+
+def cmd_down(args) -> int:
+    live = [state.find_record(args.id)] if args.id else state.records()
+    for rec in live:
+        try:
+            os.kill(rec["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 15
+    for rec in live:
+        while state.pid_alive(rec["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if state.pid_alive(rec["pid"]):
+            os.kill(rec["pid"], signal.SIGKILL)
+        state.remove_record(rec["id"])
+        print(f"stopped {rec['id']} ({rec['mode']})")
+    _reap()
+    if not live:
+        print("no stack was running")
+    return 0
+
+
+def _describe(stack: Stack) -> str:
+    return _describe_record({"id": stack.id, "mode": stack.mode, "profile": stack.profile,
+                             "startup_s": stack.startup_s, "endpoints": stack.endpoints.to_dict()})
+
+
+def _describe_record(rec: dict) -> str:
+    e = rec["endpoints"]
+    took = f", healthy in {rec['startup_s']:.2f} s" if rec.get("startup_s") else ""
+    return "\n".join([f"simstack {rec['id']}: {rec['mode']} mode, {rec['profile']} profile{took}",
+                      f"  api   {e['api_url']}", f"  ws    {e['ws_url']}", f"  auth  {e['auth_url']}",
+                      f"  toxiproxy API {e['toxiproxy_url']}"])
+
+
+def cmd_status(args) -> int:
+    live = state.records()
+    if not live:
+        print("no stack is running (`simstack up --detach` starts one)")
+        return 1
+    for rec in live:
+        print(_describe_record(rec))
+        if rec.get("scenario"):
+            print(f"  scenario {rec['scenario']}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    rec = state.find_record(args.id)
+    from .endpoints import Endpoints
+    endpoints = Endpoints.from_dict(rec["endpoints"])
+    token = mint_token(endpoints, args.email)
+    for k, v in endpoints.env(token).items():
+        print(f"export {k}={v}")
+    print("export NO_PROXY=127.0.0.1,localhost,::1")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    rec = state.find_record(args.id)
+    if rec["mode"] == "local":
+        path = os.path.join(rec["log_dir"], f"{args.service}.log")
+        print(open(path, errors="replace").read() if os.path.exists(path) else f"(no log at {path})", end="")
+    else:
+        from .launchers.docker import container_logs
+        print(container_logs(rec["id"], args.service), end="")
+    return 0
+
+
+# ------------------------------------------------------------------ faults
+
+def _control(args) -> FaultControl:
+    return FaultControl(state.find_running(getattr(args, "id", None)))
+
+
+def cmd_ws_mode(args) -> int:
+    control = _control(args)
+    for f in control.list():
+        if f["kind"] in ("race_on_accept", "setup_error"):
+            control.remove(f["id"])
+    applied = control.apply(WS_MODES[args.behaviour])
+    print(f"ws-mode {args.behaviour}" + (f": {', '.join(f.id for f in applied)}" if applied else ": no fault"))
+    return 0
+
+
+def cmd_fault_kinds(args) -> int:
+    for kind in KINDS.values():
+        print(f"{kind.name}  [{kind.layer}; targets {', '.join(kind.targets)}]")
+        print(f"    {kind.summary}")
+        print(f"    client sees: {kind.signature}")
+        for p in kind.params:
+            print(f"    --param {p.name}=<{p.type.__name__}> (default {p.default!r}): {p.help}")
+        if kind.default_trigger:
+            print(f"    default trigger: {kind.default_trigger}")
+    return 0
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SimstackError(f"--param {pair!r} is not NAME=VALUE", "e.g. --param latency_ms=500")
+        name, value = pair.split("=", 1)
+        params[name] = yaml.safe_load(value) if value else value
+    return params
+
+
+def cmd_fault_add(args) -> int:
+    trigger = None
+    if args.trigger:
+        try:
+            trigger = yaml.safe_load(args.trigger)
+        except yaml.YAMLError as exc:
+            raise SimstackError(f"--trigger {args.trigger!r} is not valid YAML ({exc})", "e.g. --trigger '{first: 3}'") from None
+    fault = _control(args).add(args.kind, args.target, trigger, args.fault_id, **_parse_params(args.param))
+    print(f"applied {fault.id}: {fault.kind} on {fault.target} {json.dumps(fault.params)} trigger {fault.trigger}")
+    return 0
+
+
+def cmd_fault_ls(args) -> int:
+    faults = _control(args).list()
+    if not faults:
+        print("no faults: every endpoint is healthy")
+    for f in faults:
+        counts = f"  seen={f['seen']} fired={f['fired']}" if "seen" in f else ""
+        print(f"{f['id']}  {f['kind']} on {f['target']} ({f['layer']}) {json.dumps(f['params'])}"
+              f"{'  trigger ' + json.dumps(f['trigger']) if f.get('trigger') else ''}{counts}")
+    return 0
+
+
+def cmd_fault_rm(args) -> int:
+    _control(args).remove(args.fault_id)
+    print(f"removed {args.fault_id}")
+    return 0
+
+
+def cmd_fault_reset(args) -> int:
+    _control(args).reset()
+    print("reset: every endpoint is back to healthy defaults")
+    return 0
+
+
+# ------------------------------------------------------------------ scenarios, repro, watch
+
+def cmd_scenario_ls(args) -> int:
+    from .scenarios import list_scenarios
+    for s in list_scenarios():
+        print(f"{s.name:24} {s.description.splitlines()[0] if s.description else ''}")
+    return 0
+
+
+def cmd_scenario_run(args) -> int:
+    from .scenarios import format_result, load_scenario, run_scenario
+    scenarios = [load_scenario(n) for n in args.names]   # every file is checked before anything runs
+    try:
+        endpoints = state.find_running(args.id)
+        owned = None
+    except SimstackError:
+        if args.id:
+            raise
+        owned = Stack(mode=args.mode, profile=args.profile).start()
+        endpoints = owned.endpoints
+    control = FaultControl(endpoints)
+    try:
+        results = [run_scenario(s, endpoints, control, lambda email: mint_token(endpoints, email)) for s in scenarios]
+    finally:
+        if owned:
+            owned.stop()
+    for r in results:
+        print(format_result(r))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_repro(args) -> int:
+    from .repro import run
+    return run(mode=args.mode, profile=args.profile)
+
+
+def cmd_watch(args) -> int:
+    from .timeline import follow
+    follow(_control(args), once=args.once)
+    return 0
+
+
+def cmd_e2e(args) -> int:
+    from .e2e import main as e2e_main
+    return e2e_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
