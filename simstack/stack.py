@@ -80,6 +80,7 @@ class Stack:
         self.launcher = None
         self.faults: FaultControl | None = None
         self.startup_s: float | None = None
+        self.upstreams: dict[str, str] = {}   # service -> host:port as Toxiproxy reaches it (bypasses faults)
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> "Stack":
@@ -95,6 +96,7 @@ class Stack:
         atexit.register(self.stop)
         try:
             launched = self.launcher.start(LaunchSpec(self.id, env, self.ports, self.toxiproxy_port))
+            self.upstreams = launched.upstreams
             urls = self._create_proxies(Toxiproxy(launched.toxiproxy_url), launched)
             self.endpoints = Endpoints(
                 api_url=urls["api"], ws_url=urls["ws"].replace("http://", "ws://") + "/ws", auth_url=urls["auth"],
