@@ -36,10 +36,14 @@ def _die_with_parent() -> None:
 
 
 def find_toxiproxy() -> str:
-    """$SIMSTACK_TOXIPROXY_BIN, then the project's bin/, then PATH."""
-    candidates = [os.environ.get("SIMSTACK_TOXIPROXY_BIN"), str(ROOT / "bin" / "toxiproxy-server"),
-                  shutil.which("toxiproxy-server")]
-    for c in candidates:
+    """$SIMSTACK_TOXIPROXY_BIN, else the project's bin/, else PATH."""
+    explicit = os.environ.get("SIMSTACK_TOXIPROXY_BIN")
+    if explicit:
+        if os.access(explicit, os.X_OK):
+            return explicit
+        raise StartError(f"SIMSTACK_TOXIPROXY_BIN={explicit!r} is not an executable file",
+                         "point it at toxiproxy-server v2.12.0, or unset it to use ./bin or PATH (`make toxiproxy`)")
+    for c in (str(ROOT / "bin" / "toxiproxy-server"), shutil.which("toxiproxy-server")):
         if c and os.access(c, os.X_OK):
             return c
     raise StartError("the Toxiproxy server binary (toxiproxy-server v2.12.0) was not found",
@@ -92,14 +96,14 @@ class LocalLauncher:
                 upstreams[svc.name] = f"127.0.0.1:{sock.getsockname()[1]}"
                 self._spawn(svc.name, [sys.executable, *svc.command(0, fd=sock.fileno())], env, (sock.fileno(),))
                 sock.close()
-            url = self._start_toxiproxy(binary, spec.toxiproxy_port)
+            url = self._start_toxiproxy(binary, spec.toxiproxy_port, env)
             self._wait_alive(url)
         except BaseException:
             self.stop()
             raise
         return Launched(toxiproxy_url=url, upstreams=upstreams, listen_host="127.0.0.1")
 
-    def _start_toxiproxy(self, binary: str, wanted: int) -> str:
+    def _start_toxiproxy(self, binary: str, wanted: int, env: dict) -> str:
         for _attempt in range(3):
             port = wanted
             if not port:
@@ -107,7 +111,7 @@ class LocalLauncher:
                     port = s.getsockname()[1]
             else:
                 check_free(port, "--toxiproxy-port")
-            self._spawn("toxiproxy", [binary, "-host", "127.0.0.1", "-port", str(port)], dict(os.environ))
+            self._spawn("toxiproxy", [binary, "-host", "127.0.0.1", "-port", str(port)], env)
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
