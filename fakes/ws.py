@@ -331,8 +331,8 @@ def _mismatch(token: str, fault) -> str | None:
 
 async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -> None:
     """Apply the per-connection faults, then run the handler the faults select."""
-    if book.fire("setup_error", "ws", user_id, where=rec):
-        f = book.candidates("setup_error", "ws")[0]
+    f = book.fire("setup_error", "ws", user_id, where=rec)
+    if f:
         raise ValueError(f"setup_error fault: {f.params['message']} ({user_id!r})")
     race = book.fire("race_on_accept", "ws", user_id, where=rec)
     lost = book.fire("lost_events", "ws", user_id, where=rec)
