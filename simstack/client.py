@@ -75,8 +75,11 @@ async def _observe(obs, ws_url, token, action, timeout_s, request, hold, opened)
             if opened is not None:
                 opened.set()
             if action == "start_agent":
-                await ws.send(json.dumps({"type": "start_agent", "payload": {
-                    "user_request": request, "agent_type": "supervisor_agent"}}))
+                try:
+                    await ws.send(json.dumps({"type": "start_agent", "payload": {
+                        "user_request": request, "agent_type": "supervisor_agent"}}))
+                except ConnectionClosed:
+                    pass   # the server closed first: still read the frames it sent before closing
             if action != "connect":
                 await _read(ws, obs, action, t_open + timeout_s)
             if hold is not None:

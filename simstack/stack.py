@@ -214,8 +214,8 @@ class FaultControl:
                 else:
                     r = self._admin(_standin(f.target), "POST", "/faults", json=f.to_dict())
                     if r.status_code != 200:
-                        d = r.json().get("detail", {})
-                        raise ConfigError(d.get("message", r.text), d.get("hint"))
+                        body = r.json()
+                        raise ConfigError(body.get("message") or str(body.get("detail")), body.get("hint"))
                 done.append(f)
         except BaseException:
             for f in reversed(done):
