@@ -38,6 +38,11 @@ class FaultBook:
             if f.layer != PROTOCOL or f.target not in self.targets:
                 raise ConfigError(f"fault {f.id}: {f.kind} on {f.target} is not applied by this stand-in",
                                   f"this stand-in applies protocol faults on {', '.join(self.targets)}")
+        ids = [f.id for f in faults]
+        taken = sorted({i for i in ids if i in self._active or ids.count(i) > 1})
+        if taken:
+            raise ConfigError(f"fault id(s) {', '.join(map(repr, taken))} already in use",
+                              "remove the active fault first (`simstack fault rm ID`) or pick another id")
         for f in faults:
             self._active[f.id] = Active(f, TriggerState(f.trigger))
 

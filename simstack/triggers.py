@@ -58,6 +58,9 @@ class Trigger:
         rule = rules[0]
         value = spec[rule]
         if rule == "always":
+            if value is not True:
+                raise ConfigError(f"{where}.always: {value!r} is not true",
+                                  "write `always: true`, or remove the fault to never fire it")
             return cls()
         if rule in ("first", "every"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -65,7 +68,7 @@ class Trigger:
                                   f"e.g. {{{rule}: 2}}")
             return cls(rule=rule, n=value)
         if rule == "probability":
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{where}.probability: {value!r} is not between 0 and 1",
                                   "e.g. {probability: 0.25, seed: 42}")
             seed = spec.get("seed")
@@ -82,7 +85,8 @@ class Trigger:
             return cls(rule=rule, pattern=value)
         # window
         if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]):
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                or value[0] > value[1]):
             raise ConfigError(f"{where}.window: {value!r} is not [start_s, end_s]",
                               "seconds after the fault is applied, e.g. {window: [0, 30]}")
         return cls(rule=rule, window=(float(value[0]), float(value[1])))

@@ -250,3 +250,11 @@ async def test_reset_returns_every_endpoint_to_healthy(stack, token):
     with http(stack.endpoints.auth_url) as auth:
         assert auth.get("/health").status_code == 200
     assert await full_run(stack, token) == list(AGENT_EVENTS)
+
+
+def test_an_id_already_in_use_is_refused_and_the_active_fault_kept(stack):
+    kept = stack.faults.add("drop_connection", id="mine", trigger={"first": 1})
+    with pytest.raises(ConfigError, match="'mine'"):
+        stack.faults.add("race_on_accept", id="mine")
+    [active] = stack.faults.list()
+    assert (active["id"], active["kind"]) == (kept.id, "drop_connection")

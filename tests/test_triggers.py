@@ -81,6 +81,9 @@ BAD = [
     ({"user": "(unclosed"}, "trigger.user", "valid regex"),
     ({"window": [5, 1]}, "trigger.window", "[start_s, end_s]"),
     ({"window": 30}, "trigger.window", "[start_s, end_s]"),
+    ({"window": [False, True]}, "trigger.window", "[start_s, end_s]"),
+    ({"probability": True, "seed": 1}, "trigger.probability", "between 0 and 1"),
+    ({"always": False}, "trigger.always", "is not true"),
 ]
 
 
