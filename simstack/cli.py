@@ -247,6 +247,7 @@ def cmd_status(args) -> int:
         return 1
     for rec in live:
         print(_describe_record(rec))
+        print(f"  owner pid {rec['pid']}, logs {rec.get('log_dir') or '(containers: simstack logs)'}")
         if rec.get("scenario"):
             print(f"  scenario {rec['scenario']}")
     return 0

@@ -22,13 +22,18 @@ def state_dir() -> Path:
 
 
 def pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (dead, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def write_record(stack, pid: int, scenario: str | None = None) -> Path:

@@ -1,0 +1,188 @@
+"""The `simstack` command as a user runs it: real subprocesses, real stacks.
+
+Each test gets its own state directory, so detached stacks never leak between tests.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simstack.client import observe_ws
+from simstack.state import pid_alive
+
+SIMSTACK = [sys.executable, "-m", "simstack.cli"]
+
+
+def stack_processes(stack_id: str) -> list[int]:
+    """Every process on this machine that belongs to the stack (by its environment marker)."""
+    marker = f"SIMSTACK_STACK_ID={stack_id}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def wait_gone(stack_id: str, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := stack_processes(stack_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.fixture
+def cli(tmp_path):
+    env = {**os.environ, "SIMSTACK_STATE_DIR": str(tmp_path / "state"), "NO_PROXY": "127.0.0.1,localhost"}
+
+    def run(*args, check=True, timeout=120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*SIMSTACK, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"simstack {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    run.env = env
+    yield run
+    run("down", check=False)
+
+
+def detached(cli, *extra) -> tuple[str, dict]:
+    out = cli("up", "--detach", "--profile", "fast", *extra).stdout
+    stack_id = re.search(r"simstack (\w+): local mode", out).group(1)
+    urls = dict(re.findall(r"^\s+(api|ws|auth)\s+(\S+)$", out, re.M))
+    return stack_id, urls
+
+
+def test_up_detach_env_status_down_leaves_no_process(cli):
+    stack_id, urls = detached(cli)
+    assert len(stack_processes(stack_id)) == 3, "two stand-ins and Toxiproxy"
+    status = cli("status").stdout
+    assert stack_id in status and urls["api"] in status
+    env = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))
+    assert env["SIMSTACK_API_URL"] == urls["api"] and env["SIMSTACK_WS_URL"] == urls["ws"]
+    assert env["SIMSTACK_AUTH_URL"] == urls["auth"] and env["SIMSTACK_TOKEN"].count(".") == 2
+    down = cli("down").stdout
+    assert f"stopped {stack_id}" in down
+    assert wait_gone(stack_id) == []
+    assert cli("status", check=False).returncode == 1
+
+
+def test_faults_and_ws_mode_flip_live_on_a_detached_stack(cli):
+    stack_id, urls = detached(cli)
+    token = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))["SIMSTACK_TOKEN"]
+    assert "ws-mode race_on_accept" in cli("ws-mode", "race_on_accept").stdout
+    obs = asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
+    assert (obs.close_code, obs.close_reason, obs.frames_before_close) == (1011, "Internal error", 0)
+    cli("ws-mode", "fixed")
+    obs = asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
+    assert len(obs.events) == 5 and obs.close_code == 1000
+
+    added = cli("fault", "add", "drop_connection", "--trigger", "{first: 1}", "--id", "lb").stdout
+    assert added.startswith("applied lb: drop_connection on ws")
+    listed = cli("fault", "ls").stdout
+    assert "lb  drop_connection on ws (protocol)" in listed and '"first": 1' in listed
+    cli("fault", "add", "latency", "--target", "api", "-p", "latency_ms=5")
+    assert "latency on api (network)" in cli("fault", "ls").stdout
+    assert "removed lb" in cli("fault", "rm", "lb").stdout
+    cli("fault", "reset")
+    assert "no faults" in cli("fault", "ls").stdout
+
+
+def test_scenario_run_uses_the_running_stack(cli):
+    stack_id, _ = detached(cli)
+    out = cli("scenario", "run", "repro-1011", "fix-1011").stdout
+    assert "scenario repro-1011: PASS" in out and "scenario fix-1011: PASS" in out
+    assert stack_processes(stack_id), "the detached stack is still running"
+    assert "no faults" in cli("fault", "ls").stdout
+
+
+def test_scenario_ls_lists_every_shipped_scenario(cli):
+    out = cli("scenario", "ls").stdout
+    for name in ("repro-1011", "fix-1011", "setup-error-1011", "connection-cap"):
+        assert re.search(rf"^{name}\s", out, re.M)
+
+
+def test_sigkilled_supervisor_takes_its_processes_with_it(cli):
+    stack_id, _ = detached(cli)
+    supervisor = int(re.search(r"owner pid (\d+)", cli("status").stdout).group(1))
+    children = stack_processes(stack_id)
+    assert len(children) == 3 and supervisor not in children
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_gone(stack_id) == []
+    assert "no stack is running" in cli("status", check=False).stdout
+
+
+def test_sigint_on_a_foreground_up_stops_everything(cli):
+    proc = subprocess.Popen([*SIMSTACK, "up", "--profile", "fast"], env=cli.env, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    stack_id = re.search(r"simstack (\w+):", line).group(1)
+    for _ in range(5):
+        proc.stdout.readline()
+    assert stack_processes(stack_id)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 0
+    assert wait_gone(stack_id) == []
+
+
+def test_busy_port_is_a_clear_error(cli):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = cli("up", "--profile", "fast", "--api-port", str(port), check=False)
+    assert proc.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in proc.stderr
+    assert "--api-port" in proc.stderr
+
+
+def test_wrong_toxiproxy_binary_is_a_clear_error(cli):
+    cli.env["SIMSTACK_TOXIPROXY_BIN"] = "/nonexistent/toxiproxy-server"
+    proc = cli("up", "--profile", "fast", check=False)
+    assert proc.returncode == 2
+    assert "SIMSTACK_TOXIPROXY_BIN='/nonexistent/toxiproxy-server' is not an executable" in proc.stderr
+    assert "make toxiproxy" in proc.stderr
+
+
+def test_docker_mode_without_an_engine_says_what_to_do(cli):
+    cli.env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    proc = cli("up", "--mode", "docker", "--profile", "fast", check=False)
+    assert proc.returncode == 2
+    assert "Docker" in proc.stderr and "--mode local" in proc.stderr
+
+
+def test_auto_mode_falls_back_to_local_and_says_so(cli):
+    cli.env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    out = cli("up", "--detach", "--mode", "auto", "--profile", "fast").stdout
+    assert "local mode" in out
+
+
+def test_commands_without_a_stack_say_how_to_start_one(cli):
+    proc = cli("fault", "ls", check=False)
+    assert proc.returncode == 2
+    assert "no simstack stack is running" in proc.stderr and "simstack up --detach" in proc.stderr
+
+
+def test_bad_fault_request_is_refused_with_allowed_values(cli):
+    detached(cli)
+    proc = cli("fault", "add", "lost_events", "-p", "from_event=agent_exploded", check=False)
+    assert proc.returncode == 2
+    assert "'agent_exploded' is not allowed" in proc.stderr and "agent_completed" in proc.stderr
+    assert "no faults" in cli("fault", "ls").stdout
+
+
+def test_repro_1011_exits_zero_and_shows_the_three_phases(cli):
+    out = cli("repro", "1011", "--profile", "fast").stdout
+    assert "REPRODUCED 1011" in out and "FIXED" in out and "STILL 1011" in out
+    assert "NotRegistered" in out, "the server view names the failed lookup"
