@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("fault", None, "add, list, remove and reset faults on the running stack")
     fsub = c.add_subparsers(metavar="ACTION")
     f = fsub.add_parser("kinds", help="list fault kinds, parameters and client signatures")
+    f.add_argument("--markdown", action="store_true", help="as the README's fault catalogue table")
     f.set_defaults(func=cmd_fault_kinds)
     f = fsub.add_parser("add", help="apply a fault")
     f.add_argument("kind", help="a kind from `simstack fault kinds`")
@@ -291,7 +292,20 @@ def cmd_ws_mode(args) -> int:
     return 0
 
 
+def fault_catalogue_markdown() -> str:
+    """The README's fault table, generated from the declarations (a test keeps the README in step)."""
+    rows = ["| kind | layer | targets | parameters (default) | what a client sees |", "| --- | --- | --- | --- | --- |"]
+    for k in KINDS.values():
+        params = "<br>".join(f"`{p.name}`={p.default!r}" for p in k.params) or "-"
+        trig = f"<br>default trigger `{k.default_trigger}`" if k.default_trigger else ""
+        rows.append(f"| `{k.name}` | {k.layer} | {', '.join(k.targets)} | {params}{trig} | {k.signature} |")
+    return "\n".join(rows)
+
+
 def cmd_fault_kinds(args) -> int:
+    if args.markdown:
+        print(fault_catalogue_markdown())
+        return 0
     for kind in KINDS.values():
         print(f"{kind.name}  [{kind.layer}; targets {', '.join(kind.targets)}]")
         print(f"    {kind.summary}")
