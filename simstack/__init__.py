@@ -3,13 +3,22 @@
     from simstack import Stack
     with Stack(mode="local", profile="fast") as stack:
         stack.faults.add("race_on_accept")
-"""
-from .endpoints import Endpoints
-from .errors import ConfigError, NoDockerEngine, NotRunning, PortInUse, SimstackError, StartError
-from .faults import KINDS, Fault
-from .scenarios import load_scenario, run_scenario
-from .stack import FaultControl, Stack
-from .triggers import Trigger
 
-__all__ = ["Stack", "FaultControl", "Endpoints", "Fault", "KINDS", "Trigger", "load_scenario", "run_scenario",
-           "SimstackError", "ConfigError", "StartError", "PortInUse", "NoDockerEngine", "NotRunning"]
+Public names are re-exported here, loaded on first use: the stand-ins import
+``simstack.faults`` and should not pay for the client side at start-up.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "Stack": "stack", "FaultControl": "stack", "Endpoints": "endpoints", "Fault": "faults", "KINDS": "faults",
+    "Trigger": "triggers", "load_scenario": "scenarios", "run_scenario": "scenarios",
+    "SimstackError": "errors", "ConfigError": "errors", "StartError": "errors", "PortInUse": "errors",
+    "NoDockerEngine": "errors", "NotRunning": "errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'simstack' has no attribute {name!r}")
