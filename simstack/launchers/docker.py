@@ -387,3 +387,16 @@ def reap_orphans() -> list[str]:
     finally:
         client.close()
     return sorted(reaped)
+
+
+def container_logs(stack_id: str, service: str) -> str:
+    """The log of ``api``, ``auth`` or ``toxiproxy`` of a running docker-mode stack (for `simstack logs`)."""
+    import docker
+
+    client = docker_client()
+    try:
+        return client.containers.get(f"simstack-{stack_id}-{service}").logs().decode(errors="replace")
+    except docker.errors.NotFound:
+        raise StartError(f"no {service} container for stack {stack_id}", "is it running? `simstack status`") from None
+    finally:
+        client.close()
