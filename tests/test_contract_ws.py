@@ -1,14 +1,16 @@
 """CONTRACT §4: the WebSocket at /ws, through its Toxiproxy listener."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from standin_client import (AGENT_EVENTS, WELCOME, closed_by_server, connect_ws, is_iso_utc, mint, recv_json,
+from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, is_iso_utc, mint, recv_json,
                             recv_type, run_agent, send_json, start_agent)
 
 KNOWN_AGENTS = ("supervisor_agent", "unified_data_agent", "optimization_agent")
@@ -103,6 +105,19 @@ async def test_ping_gets_pong(stack, token):
     assert pong["timestamp"]
 
 
+async def test_protocol_level_ping_is_answered(stack, token):
+    async with connect_ws(stack, token) as ws:
+        await asyncio.wait_for(await ws.ping(), 2)
+
+
+async def test_the_api_listener_serves_the_websocket_too(stack, token):
+    """§1: the api host serves the HTTP API and /ws on the same host:port."""
+    url = stack.endpoints.api_url.replace("http://", "ws://") + "/ws"
+    async with connect(url, additional_headers={**E2E_HEADERS, "Authorization": f"Bearer {token}"},
+                       open_timeout=2) as ws:
+        assert [e["type"] for e in await run_agent(ws)] == list(AGENT_EVENTS)
+
+
 async def test_close_handshake_completes(stack, token):
     async with connect_ws(stack, token) as ws:
         await recv_type(ws, "system_message")
@@ -168,6 +183,16 @@ async def test_get_agent_status_answers_agent_status(stack, token):
     assert status["status"] == "idle" and status["timestamp"]
 
 
+async def test_agent_status_is_running_during_a_run(stack, token):
+    stack.faults.add("delayed_events", delay_ms=300)     # keeps the run going while we ask
+    async with connect_ws(stack, token) as ws:
+        await send_json(ws, start_agent())
+        await send_json(ws, {"type": "get_agent_status"})
+        status, _ = await recv_type(ws, "agent_status")
+        assert status["status"] == "running"
+        await recv_type(ws, "agent_completed", timeout=3)
+
+
 async def test_two_runs_on_one_socket_each_complete(stack, token):
     async with connect_ws(stack, token) as ws:
         first = await run_agent(ws)
@@ -187,6 +212,7 @@ INVALID_FRAMES = {
     "start-agent-empty-request": json.dumps({"type": "start_agent", "payload": {"user_request": ""}}),
     "start-agent-no-payload": json.dumps({"type": "start_agent"}),
     "user-message-empty-content": json.dumps({"type": "user_message", "content": ""}),
+    "binary-garbage": b"\x00\xff\x10 not text",
 }
 
 
