@@ -186,3 +186,32 @@ def test_repro_1011_exits_zero_and_shows_the_three_phases(cli):
     out = cli("repro", "1011", "--profile", "fast").stdout
     assert "REPRODUCED 1011" in out and "FIXED" in out and "STILL 1011" in out
     assert "NotRegistered" in out, "the server view names the failed lookup"
+
+
+def _docker_problem():
+    from simstack.launchers.docker import engine_problem
+    return engine_problem()
+
+
+@pytest.mark.docker
+def test_docker_mode_up_logs_down_leaves_nothing(cli):
+    problem = _docker_problem()
+    if problem:
+        pytest.skip(f"docker mode unavailable: {problem}")
+    import docker
+    client = docker.from_env()
+    label = {"label": "simstack.stack"}
+    before = ({c.id for c in client.containers.list(all=True, filters=label)},
+              {n.id for n in client.networks.list(filters=label)})
+    out = cli("up", "--detach", "--mode", "docker", "--profile", "fast").stdout
+    stack_id = re.search(r"simstack (\w+): docker mode", out).group(1)
+    ws_url = re.search(r"^\s+ws\s+(\S+)$", out, re.M).group(1)
+    token = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))["SIMSTACK_TOKEN"]
+    cli("ws-mode", "race_on_accept")
+    obs = asyncio.run(observe_ws(ws_url, token, timeout_s=5))
+    assert obs.close_code == 1011
+    assert "level" in cli("logs", "toxiproxy").stdout   # Toxiproxy logs JSON lines
+    cli("down")
+    after = ({c.id for c in client.containers.list(all=True, filters=label)},
+             {n.id for n in client.networks.list(filters=label)})
+    assert after == before
