@@ -76,3 +76,6 @@ def staging_stack(_stacks, stack_mode):
 @pytest.fixture
 def token(stack) -> str:
     return stack.token()
+
+# tests/example_suite is a team's suite with its own pytest.ini, run unmodified by tests/test_plugin.py.
+collect_ignore = ["example_suite"]

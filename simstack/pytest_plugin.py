@@ -1,0 +1,618 @@
+"""simstack's pytest plugin: run an existing staging suite against a local stack, test files unedited.
+
+    pytest --simstack=local [--simstack-scenario repro-1011]
+           [--simstack-env 'STAGING_API_URL={api_url}'] [--simstack-override 'pkg.config:STAGING.api_url={api_url}']
+           [--simstack-require-traffic]
+
+Off by default (``--simstack=off``). When on, the stack starts before the suite's
+conftest.py files and test modules are imported, so import-time health probes
+and config modules already see it, and stops when the session ends, also on
+Ctrl-C or SIGTERM. Every test is marked in the stand-ins' timeline; the terminal
+summary shows the traffic each test caused. See docs/pytest.md.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import signal
+import string
+import sys
+import threading
+from collections import Counter
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import pytest
+
+from .endpoints import Endpoints
+from .errors import SimstackError
+from .faults import AGENT_EVENTS
+
+MODES = ("local", "docker", "auto", "off")
+PROFILES = ("staging", "fast")
+TEMPLATE_KEYS = tuple(f.name for f in fields(Endpoints)) + ("token",)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TRAFFIC_PROPERTY = "simstack_traffic"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+
+
+# ------------------------------------------------------------------ options
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("simstack", "run the suite against a local simulated staging stack (simstack)")
+    g.addoption("--simstack", choices=MODES, default="off", dest="simstack",
+                help="start a stack for the session: local processes, docker containers, auto (docker when an "
+                     "engine answers, else local) or off (default)")
+    g.addoption("--simstack-profile", choices=PROFILES, default="staging", dest="simstack_profile",
+                help="timing profile of the stack (default: staging; fast adds no delays)")
+    g.addoption("--simstack-scenario", metavar="NAME", dest="simstack_scenario",
+                help="apply this scenario's faults for the whole run (a name from scenarios/ or a path)")
+    g.addoption("--simstack-attach", action="store_true", dest="simstack_attach",
+                help="use the stack started by `simstack up --detach` instead of starting one")
+    g.addoption("--simstack-env", metavar="NAME=TEMPLATE", action="append", default=[], dest="simstack_env",
+                help="export NAME before collection, e.g. STAGING_API_URL={api_url}; keys: "
+                     + ", ".join("{%s}" % k for k in TEMPLATE_KEYS) + " (repeatable)")
+    g.addoption("--simstack-override", metavar="MODULE:OBJ.ATTR=TEMPLATE", action="append", default=[],
+                dest="simstack_override",
+                help="import MODULE and set OBJ.ATTR before collection, e.g. "
+                     "'tests.config:STAGING.api_url={api_url}' (repeatable)")
+    g.addoption("--simstack-require-traffic", action="store_true", dest="simstack_require_traffic",
+                help="fail a test that passed without real traffic to the stack (e.g. a canned-data fallback)")
+    parser.addini("simstack_env", "NAME=TEMPLATE lines exported like --simstack-env", type="linelist", default=[])
+    parser.addini("simstack_override", "MODULE:OBJ.ATTR=TEMPLATE lines applied like --simstack-override",
+                  type="linelist", default=[])
+
+
+@dataclass(frozen=True)
+class Override:
+    module: str
+    path: tuple[str, ...]      # attribute path inside the module; the last one is set
+    template: str
+    spec: str
+
+
+@dataclass
+class Options:
+    mode: str = "off"
+    profile: str = "staging"
+    scenario: str | None = None
+    attach: bool = False
+    env: list[tuple[str, str]] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
+    require_traffic: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.attach or self.mode != "off"
+
+
+def _usage(message: str, allowed: str) -> pytest.UsageError:
+    return pytest.UsageError(f"simstack: {message}\n  -> {allowed}")
+
+
+def check_template(template: str, where: str) -> str:
+    try:
+        keys = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise _usage(f"{where}: template {template!r} is malformed ({exc})",
+                     "write literal braces as {{ and }}; keys: " + ", ".join("{%s}" % k for k in TEMPLATE_KEYS))
+    for key in keys:
+        if key not in TEMPLATE_KEYS:
+            raise _usage(f"{where}: unknown template key {{{key}}} in {template!r}",
+                         "allowed keys: " + ", ".join("{%s}" % k for k in TEMPLATE_KEYS))
+    return template
+
+
+def parse_env(spec: str, where: str) -> tuple[str, str]:
+    name, eq, template = spec.partition("=")
+    name = name.strip()
+    if not eq or not _NAME.match(name):
+        raise _usage(f"{where}: {spec!r} is not NAME=TEMPLATE",
+                     "e.g. --simstack-env 'STAGING_API_URL={api_url}' or simstack_env = STAGING_JWT={token}")
+    return name, check_template(template.strip(), where)
+
+
+def parse_override(spec: str, where: str) -> Override:
+    target, eq, template = spec.partition("=")
+    module, colon, attr = target.strip().partition(":")
+    if not eq or not colon or not _DOTTED.match(module) or not _DOTTED.match(attr):
+        raise _usage(f"{where}: {spec!r} is not MODULE:OBJECT.ATTR=TEMPLATE",
+                     "e.g. --simstack-override 'tests.config:STAGING.api_url={api_url}' "
+                     "(or MODULE:NAME=TEMPLATE for a module-level name)")
+    return Override(module, tuple(attr.split(".")), check_template(template.strip(), where), spec.strip())
+
+
+def read_options(config: pytest.Config, ns: Any) -> Options:
+    """Options from the command line namespace and the ini file; raises UsageError on bad values."""
+    opts = Options(mode=ns.simstack, profile=ns.simstack_profile, scenario=ns.simstack_scenario,
+                   attach=ns.simstack_attach, require_traffic=ns.simstack_require_traffic)
+    for line in config.getini("simstack_env"):
+        opts.env.append(parse_env(line, "ini simstack_env"))
+    for spec in ns.simstack_env:
+        opts.env.append(parse_env(spec, "--simstack-env"))
+    for line in config.getini("simstack_override"):
+        opts.overrides.append(parse_override(line, "ini simstack_override"))
+    for spec in ns.simstack_override:
+        opts.overrides.append(parse_override(spec, "--simstack-override"))
+    return opts
+
+
+def load_scenario_faults(name: str, where: str) -> list[dict]:
+    try:
+        from .scenarios import load_scenario
+        return list(load_scenario(name).faults)
+    except SimstackError as exc:
+        raise _usage(f"{where}: {exc.message}", exc.hint or "see `simstack scenario ls`") from None
+
+
+# ------------------------------------------------------------------ the session's stack
+
+class SimstackSession:
+    """What the ``simstack`` fixture gives a test: the endpoints, a token, and the fault API.
+
+    ``faults`` is the stack's :class:`~simstack.stack.FaultControl` (session-wide changes; prefer
+    the ``faults`` fixture or the ``simstack_faults`` marker, which undo themselves)."""
+
+    def __init__(self, opts: Options, role: str):
+        self.options = opts
+        self.role = role                   # "stack" (started here), "attached", or "controller" (xdist, no stack)
+        self.stack = None
+        self.endpoints: Endpoints | None = None
+        self.faults = None
+        self.token: str | None = None
+        self.env: dict[str, str] = {}
+        self.note: str | None = None
+        self._scenario_ids: list[str] = []
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_attrs: list[tuple[Any, str, Any]] = []
+        self._old_sigterm = None
+
+    @property
+    def mode(self) -> str:
+        return self.stack.mode if self.stack is not None else ("attached" if self.role == "attached" else "-")
+
+    @property
+    def profile(self) -> str:
+        return self.stack.profile if self.stack is not None else self.options.profile
+
+    @property
+    def scenario(self) -> str | None:
+        return self.options.scenario
+
+    def mint_token(self, email: str = "e2e-user@staging.netra.test") -> str:
+        from .stack import mint_token
+        return mint_token(self.endpoints, email, getattr(self.stack, "bypass_key", None))
+
+    def timeline(self, label: str | None = None) -> list[dict]:
+        return self.faults.timeline(label=label)[0]
+
+    # -- lifecycle
+    def start(self, config: pytest.Config) -> None:
+        opts = self.options
+        scenario = load_scenario_faults(opts.scenario, "--simstack-scenario") if opts.scenario else []
+        if self.role == "controller":
+            return
+        self._trap_sigterm()
+        try:
+            if self.role == "attached":
+                self._attach()
+            else:
+                self._start_stack()
+            if scenario and (self.role == "stack" or not _is_xdist_worker()):   # a shared stack gets it once
+                self._scenario_ids = [f.id for f in self.faults.apply(scenario)]
+            self.token = self._first_token()
+            self._export_env()
+            self._apply_overrides(config)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _first_token(self) -> str:
+        import httpx
+        try:
+            return self.mint_token()
+        except httpx.HTTPError as exc:
+            raise _usage(f"the auth stand-in gave no token at {self.endpoints.auth_control_url}"
+                         f"/auth/e2e/test-auth: {exc}",
+                         "is the stack healthy (`simstack status`)? A stack started with --bypass-key "
+                         "needs the same key") from None
+
+    def _start_stack(self) -> None:
+        from .stack import Stack
+        try:
+            self.stack = Stack(mode=self.options.mode, profile=self.options.profile)
+            self.note = self.stack.mode_note
+            self.stack.start()
+        except SimstackError as exc:
+            raise _usage(f"could not start a {self.options.mode} stack: {exc.message}",
+                         exc.hint or "see `simstack logs`") from None
+        self.endpoints, self.faults = self.stack.endpoints, self.stack.faults
+
+    def _attach(self) -> None:
+        from .stack import FaultControl
+        try:
+            from .state import find_running
+            self.endpoints = find_running()
+        except SimstackError as exc:
+            raise _usage(f"--simstack-attach: {exc.message}", exc.hint or "start one with `simstack up --detach`") from None
+        self.faults = FaultControl(self.endpoints)
+
+    def _export_env(self) -> None:
+        env = self.endpoints.env(self.token)
+        for var in ("NO_PROXY", "no_proxy"):
+            have = [h for h in os.environ.get(var, "").split(",") if h.strip()]
+            env[var] = ",".join(have + [h for h in LOOPBACK if h not in have])
+        for name, template in self.options.env:
+            env[name] = self.endpoints.render(template, self.token)
+        for name, value in env.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        self.env = env
+
+    def _apply_overrides(self, config: pytest.Config) -> None:
+        for o in self.options.overrides:
+            owner = _import_for_override(o, config)
+            for depth, name in enumerate(o.path):
+                child = _child(owner, name, o, depth)
+                if depth < len(o.path) - 1:
+                    owner = child
+            attr, value = o.path[-1], self.endpoints.render(o.template, self.token)
+            try:
+                if isinstance(owner, MutableMapping):
+                    self._saved_attrs.append((owner, attr, owner[attr]))
+                    owner[attr] = value
+                else:
+                    self._saved_attrs.append((owner, attr, getattr(owner, attr)))
+                    setattr(owner, attr, value)
+            except (AttributeError, TypeError) as exc:
+                raise _usage(f"--simstack-override {o.spec!r}: cannot set {o.module}:{'.'.join(o.path)} ({exc})",
+                             "point the override at a plain attribute, dict key or class attribute") from None
+
+    def stop(self) -> None:
+        for owner, attr, old in reversed(self._saved_attrs):
+            try:
+                if isinstance(owner, MutableMapping):
+                    owner[attr] = old
+                else:
+                    setattr(owner, attr, old)
+            except (AttributeError, TypeError):
+                pass
+        self._saved_attrs.clear()
+        for name, old in self._saved_env.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+        self._saved_env.clear()
+        if self.role == "attached" and self.faults is not None:
+            for fid in self._scenario_ids:
+                self.remove(fid)
+            try:
+                self.faults.mark(None)
+            except SimstackError:
+                pass
+        self._scenario_ids = []
+        if self.faults is not None:
+            self.faults.close()
+            self.faults = None
+        stack, self.stack = self.stack, None
+        if stack is not None:
+            stack.stop()
+        self._restore_sigterm()
+
+    def _trap_sigterm(self) -> None:
+        """SIGTERM ends the session like Ctrl-C, so the stack is stopped (pytest itself dies on it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self._old_sigterm = signal.SIG_DFL
+            signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # -- per test
+    def apply(self, faults: list) -> list[str]:
+        return [f.id for f in self.faults.apply(faults)]
+
+    def remove(self, fault_id: str) -> None:
+        try:
+            self.faults.remove(fault_id)
+        except SimstackError:
+            pass   # already gone (e.g. the test reset the stack)
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _is_xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def _is_xdist_controller(ns: Any) -> bool:
+    if _is_xdist_worker():
+        return False
+    n = getattr(ns, "numprocesses", None)
+    return bool(n) or getattr(ns, "dist", "no") != "no" or bool(getattr(ns, "tx", None))
+
+
+def _child(owner: Any, name: str, o: Override, depth: int) -> Any:
+    """``owner.name`` (or ``owner[name]`` for a dict); it must exist, so a typo is an error, not a new attribute."""
+    if isinstance(owner, MutableMapping):
+        if name in owner:
+            return owner[name]
+        known = [str(k) for k in owner]
+    elif hasattr(owner, name):
+        return getattr(owner, name)
+    else:
+        known = [k for k in dir(owner) if not k.startswith("_")]
+    where = f"{o.module}:{'.'.join(o.path[:depth + 1])}"
+    raise _usage(f"--simstack-override {o.spec!r}: {where} does not exist",
+                 f"names defined there: {', '.join(sorted(known)[:30]) or 'none'}")
+
+
+def _import_for_override(o: Override, config: pytest.Config):
+    """Import the override's module; a suite's own modules are found from its rootdir too."""
+    extra = [str(p) for p in (config.rootpath, config.invocation_params.dir) if str(p) not in sys.path]
+    try:
+        try:
+            return importlib.import_module(o.module)
+        except ModuleNotFoundError as exc:
+            if not extra or (exc.name and not o.module.startswith(exc.name)):
+                raise
+            sys.path[:0] = extra
+            return importlib.import_module(o.module)
+    except ImportError as exc:
+        raise _usage(f"--simstack-override {o.spec!r}: cannot import module {o.module!r} ({exc})",
+                     f"give a module importable from {config.rootpath} (or set `pythonpath` in the ini file)") from None
+    except Exception as exc:
+        raise _usage(f"--simstack-override {o.spec!r}: importing {o.module!r} raised "
+                     f"{exc.__class__.__name__}: {exc}", "fix the module, or override another one") from None
+
+
+_SESSION = pytest.StashKey[SimstackSession]()
+
+
+def _begin(config: pytest.Config, ns: Any) -> None:
+    if _SESSION in config.stash:
+        return
+    opts = read_options(config, ns)
+    if not opts.enabled:
+        return
+    role = "attached" if opts.attach else ("controller" if _is_xdist_controller(ns) else "stack")
+    session = SimstackSession(opts, role)
+    session.start(config)
+    config.stash[_SESSION] = session
+
+
+@pytest.hookimpl
+def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> None:
+    """Start as early as possible: before the suite's conftest.py files are imported."""
+    ns = early_config.known_args_namespace
+    if getattr(ns, "help", False) or getattr(ns, "version", False):
+        return
+    _begin(early_config, ns)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in ("simstack_faults(*faults): apply simstack faults for this test (fault kinds or "
+                 "{kind, target, params, trigger} mappings); removed after it",
+                 "simstack_scenario(name): apply a simstack scenario's faults for this test; removed after it"):
+        config.addinivalue_line("markers", line)
+    if not config.option.help:
+        _begin(config, config.option)   # no-op when already started early
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        del config.stash[_SESSION]
+        session.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    s = config.stash.get(_SESSION, None)
+    if s is None:
+        return None
+    if s.role == "controller":
+        return ["simstack: one stack per xdist worker"
+                + (f", scenario {s.scenario}" if s.scenario else "")]
+    lines = [f"simstack: {s.mode} stack, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else "")
+             + f": api {s.endpoints.api_url}  ws {s.endpoints.ws_url}  auth {s.endpoints.auth_url}"]
+    if s.note:
+        lines.append(f"simstack: {s.note}")
+    return lines
+
+
+# ------------------------------------------------------------------ fixtures and markers
+
+def _active(config: pytest.Config) -> SimstackSession | None:
+    s = config.stash.get(_SESSION, None)
+    return s if s is not None and s.faults is not None else None
+
+
+@pytest.fixture(scope="session")
+def simstack(pytestconfig: pytest.Config) -> SimstackSession:
+    """The session's stack: ``.endpoints``, ``.token``, ``.faults``, ``.env``, ``.mint_token()``."""
+    s = _active(pytestconfig)
+    if s is None:
+        pytest.skip("needs a simstack stack: run with --simstack=local (or --simstack-attach)")
+    return s
+
+
+class TestFaults:
+    """Faults for one test: ``add(kind, target=None, trigger=None, **params)``, ``apply([...])``, ``list()``.
+    Whatever was applied through it is removed after the test."""
+
+    __test__ = False   # not a test class
+
+    def __init__(self, session: SimstackSession):
+        self._session = session
+        self.applied: list[str] = []
+
+    def add(self, kind: str, target: str | None = None, trigger: Any = None, **params: Any):
+        fault = self._session.faults.add(kind, target, trigger, **params)
+        self.applied.append(fault.id)
+        return fault
+
+    def apply(self, faults: list):
+        applied = self._session.faults.apply(faults)
+        self.applied += [f.id for f in applied]
+        return applied
+
+    def list(self) -> list[dict]:
+        return self._session.faults.list()
+
+    def remove(self, fault_id: str) -> None:
+        self._session.remove(fault_id)
+        if fault_id in self.applied:
+            self.applied.remove(fault_id)
+
+    def undo(self) -> None:
+        for fid in reversed(self.applied):
+            self._session.remove(fid)
+        self.applied.clear()
+
+
+@pytest.fixture
+def faults(simstack: SimstackSession):
+    """Apply faults for this test; they are removed after it (a run-wide scenario stays)."""
+    tf = TestFaults(simstack)
+    try:
+        yield tf
+    finally:
+        tf.undo()
+
+
+_MARKER_FAULTS = pytest.StashKey[list]()
+
+
+def _marker_faults(item: pytest.Item) -> list:
+    out: list = []
+    for mark in item.iter_markers("simstack_faults"):
+        for i, f in enumerate(mark.args):
+            if isinstance(f, str):
+                out.append({"kind": f})
+            elif isinstance(f, dict) or hasattr(f, "kind"):
+                out.append(f)
+            else:
+                raise _usage(f"{item.nodeid}: simstack_faults argument {i} is {f!r}",
+                             "give fault kinds ('race_on_accept') or mappings ({'kind': ..., 'params': {...}})")
+    for mark in item.iter_markers("simstack_scenario"):
+        if len(mark.args) != 1 or not isinstance(mark.args[0], str):
+            raise _usage(f"{item.nodeid}: simstack_scenario needs one scenario name, got {mark.args!r}",
+                         "e.g. @pytest.mark.simstack_scenario('repro-1011')")
+        out += load_scenario_faults(mark.args[0], f"{item.nodeid}: simstack_scenario")
+    return out
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    s = _active(item.config)
+    if s is not None:
+        s.faults.mark(item.nodeid)
+        wanted = _marker_faults(item)
+        if wanted:
+            item.stash[_MARKER_FAULTS] = s.apply(wanted)
+    elif any(item.iter_markers("simstack_faults")) or any(item.iter_markers("simstack_scenario")):
+        pytest.skip("simstack markers need a stack: run with --simstack=local (or --simstack-attach)")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem):
+    try:
+        return (yield)
+    finally:
+        s = _active(item.config)
+        for fid in reversed(item.stash.get(_MARKER_FAULTS, [])):
+            if s is not None:
+                s.remove(fid)
+
+
+# ------------------------------------------------------------------ evidence of real traffic
+
+def summarize(records: list[dict]) -> dict:
+    """Per test: requests, connections, agent events sent, WebSocket close codes, faults fired."""
+    ws = [r for r in records if r["kind"] == "ws"]
+    accepted = [r for r in ws if r.get("status") == 101]
+    return {
+        "http": sum(1 for r in records if r["kind"] == "http"),
+        "ws": len(ws),
+        "events": sum(1 for r in ws for t in r.get("frames_out") or () if t in AGENT_EVENTS),
+        "ws_accepted": len(accepted),
+        "ws_silent": sum(1 for r in accepted if not r.get("frames_out")),
+        "ws_refused": sum(1 for r in ws if r.get("status") not in (None, 101)),
+        "closes": [r["close_code"] for r in ws if r.get("close_code") is not None],
+        "faults": sorted({f for r in records for f in r.get("faults") or ()}),
+    }
+
+
+def missing_traffic(t: dict) -> str | None:
+    """Why a passed test did not really exercise the stack, or None."""
+    if t["ws_accepted"] and t["ws_silent"] == t["ws_accepted"]:
+        closes = ", ".join(map(str, t["closes"])) or "none yet"
+        return (f"passed although none of its {t['ws_accepted']} WebSocket connection(s) got a single frame "
+                f"from the server (close codes: {closes}): did it fall back to canned data?")
+    answered = t["http"] + t["ws_refused"] + (t["ws_accepted"] - t["ws_silent"])
+    if not answered:
+        return "passed without touching the stack: no HTTP request or WebSocket connection reached it"
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    traffic = None
+    s = _active(item.config)
+    if s is not None and call.when == "call":
+        try:
+            traffic = summarize(s.faults.timeline(label=item.nodeid)[0])
+        except SimstackError as exc:
+            traffic = {"error": exc.message}
+        item.user_properties.append((TRAFFIC_PROPERTY, json.dumps(traffic)))
+    report = yield
+    if traffic and s.options.require_traffic and report.passed and "error" not in traffic:
+        why = missing_traffic(traffic)
+        if why:
+            report.outcome = "failed"
+            report.longrepr = f"simstack --simstack-require-traffic: {item.nodeid} {why}"
+    return report
+
+
+def _traffic_of(report) -> dict | None:
+    for name, value in getattr(report, "user_properties", ()):
+        if name == TRAFFIC_PROPERTY:
+            return json.loads(value)
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if getattr(rep, "when", None) == "call" and (t := _traffic_of(rep)) is not None:
+                rows.append((rep.nodeid, rep.outcome, t))
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("simstack traffic")
+    s = config.stash.get(_SESSION, None)
+    if s is not None and s.endpoints is not None:
+        tr.line(f"{s.mode} stack, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else ""))
+    elif s is not None:
+        tr.line("one stack per xdist worker" + (f", scenario {s.scenario}" if s.scenario else ""))
+    tr.line(f"{'http':>5} {'ws':>4} {'events':>6}  {'ws closes':<14} {'faults fired':<28} {'outcome':<7} test")
+    for nodeid, outcome, t in sorted(rows):
+        if "error" in t:
+            tr.line(f"{'?':>5} {'?':>4} {'?':>6}  {'':<14} {'':<28} {outcome:<7} {nodeid} ({t['error']})")
+            continue
+        closes = ",".join(f"{c}x{n}" if n > 1 else str(c) for c, n in Counter(t["closes"]).items()) or "-"
+        fired = ",".join(t["faults"]) or "-"
+        tr.line(f"{t['http']:>5} {t['ws']:>4} {t['events']:>6}  {closes:<14} {fired:<28} {outcome:<7} {nodeid}")
