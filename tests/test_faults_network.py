@@ -13,6 +13,17 @@ from simstack.errors import ConfigError, SimstackError
 from standin_client import AGENT_EVENTS, connect_ws, http, recv_json, recv_type, run_agent, send_json, start_agent
 
 
+DOCKER_PROXY_GAP = ("docker mode: Docker's userland port proxy accepts on the host port itself, so a TCP reset or a "
+                    "closed Toxiproxy listener reaches the client as an accepted-then-closed connection")
+
+
+@pytest.fixture
+def tcp_level(request, stack):
+    """Marks a test whose signature is a TCP reset or refusal, which docker-proxy hides."""
+    if stack.mode == "docker":
+        request.applymarker(pytest.mark.xfail(reason=DOCKER_PROXY_GAP))
+
+
 def toxics(stack, proxy: str) -> list[dict]:
     """What Toxiproxy itself reports for ``proxy``."""
     with http(stack.endpoints.toxiproxy_url) as toxi:
@@ -92,7 +103,7 @@ async def test_cut_on_an_open_websocket_gives_1006(stack, token):
     assert not frames
 
 
-def test_reset_gives_econnreset_on_http(stack):
+def test_reset_gives_econnreset_on_http(stack, tcp_level):
     stack.faults.add("reset", target="api")
     with pytest.raises(httpx.ReadError) as info:
         api_health(stack)
@@ -138,7 +149,7 @@ async def test_limit_data_cuts_a_websocket_run_with_1006(stack, token):
     assert len(frames) < len(AGENT_EVENTS)
 
 
-async def test_proxy_down_refuses_connections_until_removed(stack, token):
+async def test_proxy_down_refuses_connections_until_removed(stack, token, tcp_level):
     fault = stack.faults.add("proxy_down", target="api")
     ws_fault = stack.faults.add("proxy_down", target="ws")
     assert not proxy_enabled(stack, "api")
@@ -164,9 +175,9 @@ async def test_network_faults_on_ws_leave_the_http_api_alone(stack, token):
 
 
 async def test_network_faults_on_api_leave_the_websocket_alone(stack, token):
-    stack.faults.apply([{"kind": "proxy_down", "target": "api"}, {"kind": "reset", "target": "auth"}])
-    with pytest.raises(httpx.ConnectError):
-        api_health(stack)
+    stack.faults.apply([{"kind": "hang", "target": "api"}, {"kind": "proxy_down", "target": "auth"}])
+    with pytest.raises(httpx.ReadTimeout):
+        api_health(stack, timeout=0.5)
     assert await full_run(stack, token) == list(AGENT_EVENTS)
 
 
