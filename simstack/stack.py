@@ -206,6 +206,11 @@ class FaultControl:
         """All or nothing: everything is validated first, and what was applied is rolled back on failure."""
         built = [_with_id(f if isinstance(f, Fault) else Fault.from_dict(f, where=f"faults[{i}]"))
                  for i, f in enumerate(faults)]
+        ids = [f.id for f in built]
+        taken = sorted({i for i in ids if ids.count(i) > 1} | (set(ids) & {f["id"] for f in self.list()}))
+        if taken:
+            raise ConfigError(f"fault id(s) already in use: {', '.join(taken)}",
+                              "give each fault its own id, or remove the active one first (`simstack fault rm ID`)")
         done: list[Fault] = []
         try:
             for f in built:

@@ -100,3 +100,13 @@ def test_fault_batch_rejected_by_a_standin_rolls_back_what_was_applied(stack):
         stack.faults.apply([good, bad])
     assert "cannot target 'auth'" in str(err.value)
     assert stack.faults.list() == []
+
+
+def test_a_fault_id_in_use_on_any_layer_is_refused(stack):
+    stack.faults.add("latency", target="ws", latency_ms=5, id="same")
+    with pytest.raises(ConfigError) as err:
+        stack.faults.add("drop_connection", id="same")
+    assert "already in use: same" in str(err.value)
+    with pytest.raises(ConfigError):
+        stack.faults.apply([{"kind": "lost_events", "id": "twice"}, {"kind": "late_welcome", "id": "twice"}])
+    assert [f["id"] for f in stack.faults.list()] == ["same"]
