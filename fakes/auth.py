@@ -33,18 +33,18 @@ def user_id_for(email: str) -> str:
 
 
 @app.get("/health")
-def health() -> dict:
+async def health() -> dict:
     return {"status": "healthy", "service": "auth-service", "version": "1.0.0", "timestamp": time.time()}
 
 
 @app.get("/health/ready")
-def ready() -> dict:
+async def ready() -> dict:
     return {"status": "ready", "service": "auth-service", "timestamp": time.time()}
 
 
 @app.post("/auth/e2e/test-auth")
-def test_auth(body: TestAuthRequest | None = None,
-              x_e2e_bypass_key: str | None = Header(default=None)) -> dict:
+async def test_auth(body: TestAuthRequest | None = None,
+                    x_e2e_bypass_key: str | None = Header(default=None)) -> dict:
     body = body or TestAuthRequest()
     if not x_e2e_bypass_key:
         raise HTTPException(401, detail={"message": "missing X-E2E-Bypass-Key header", "error_code": "MISSING_BYPASS_KEY"})

@@ -132,7 +132,7 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     """Admin calls must carry the stack's key (X-Simstack-Admin) when one is configured."""
     key = os.environ.get(ENV_ADMIN_KEY, "")
 
-    def guard(x_simstack_admin: str | None = Header(default=None)) -> None:
+    async def guard(x_simstack_admin: str | None = Header(default=None)) -> None:
         if key and x_simstack_admin != key:
             raise HTTPException(403, detail={"message": "missing or wrong X-Simstack-Admin key",
                                              "error_code": "ADMIN_FORBIDDEN"})
@@ -141,11 +141,11 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     r = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(guard)])
 
     @r.get("/ping")
-    def ping() -> dict:
+    async def ping() -> dict:
         return {"ok": True, "targets": list(book.targets)}
 
     @r.get("/faults")
-    def list_faults() -> dict:
+    async def list_faults() -> dict:
         return {"faults": book.list()}
 
     @r.post("/faults")
@@ -161,13 +161,13 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
         return {"applied": [f.id for f in faults]}
 
     @r.delete("/faults/{fault_id}")
-    def remove_fault(fault_id: str) -> dict:
+    async def remove_fault(fault_id: str) -> dict:
         if not book.remove(fault_id):
             raise HTTPException(404, detail={"message": f"no fault {fault_id!r}", "error_code": "NO_SUCH_FAULT"})
         return {"removed": fault_id}
 
     @r.post("/reset")
-    def reset() -> dict:
+    async def reset() -> dict:
         book.reset()
         return {"reset": True}
 
@@ -178,11 +178,11 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
         return {"label": timeline.label, "version": timeline.version}
 
     @r.get("/timeline")
-    def get_timeline(since: int = 0, label: str | None = None) -> dict:
+    async def get_timeline(since: int = 0, label: str | None = None) -> dict:
         return {"version": timeline.version, "records": timeline.since(since, label)}
 
     @r.delete("/timeline")
-    def clear_timeline() -> dict:
+    async def clear_timeline() -> dict:
         timeline.clear()
         return {"cleared": True}
 

@@ -23,30 +23,36 @@ def _agents() -> list[dict]:
              "performance and data analysis"} for a in KNOWN_AGENTS]
 
 
+def _info_route(kind: str, items: list | None = None, **extra):
+    async def route() -> dict:
+        return _info(kind, items, **extra)
+    return route
+
+
 def router() -> APIRouter:
     r = APIRouter()
 
     @r.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "healthy", "service": SERVICE, "version": VERSION, "timestamp": time.time()}
 
     @r.get("/health/ready")
-    def ready() -> dict:
+    async def ready() -> dict:
         return {"status": "ready", "service": SERVICE, "timestamp": time.time()}
 
     @r.get("/api/health")
-    def api_health() -> dict:
+    async def api_health() -> dict:
         return {"status": "healthy", "timestamp": datetime.now(timezone.utc).isoformat(),
                 "uptime_seconds": round(time.time() - STARTED, 3),
                 "checks": {"database": "healthy", "redis": "healthy", "websocket": "healthy", "auth": "healthy"},
                 "version": VERSION, "environment": "staging"}
 
     @r.get("/api/health/metrics")
-    def health_metrics() -> dict:
+    async def health_metrics() -> dict:
         return {"uptime_seconds": round(time.time() - STARTED, 3), "requests_total": None, "timestamp": now_iso()}
 
     @r.get("/api/discovery/services")
-    def discovery(request: Request) -> dict:
+    async def discovery(request: Request) -> dict:
         base = str(request.base_url).rstrip("/")
         ws = base.replace("http", "ws", 1) + "/ws"
         return {"services": {
@@ -56,22 +62,22 @@ def router() -> APIRouter:
                 "timestamp": now_iso(), "available": True}
 
     @r.get("/api/discovery/agents")
-    def discovery_agents() -> dict:
+    async def discovery_agents() -> dict:
         return _info("agents", _agents())
 
     @r.get("/api/mcp/config")
-    def mcp_config() -> dict:
+    async def mcp_config() -> dict:
         return {"mcp_enabled": True, "version": VERSION,
                 "servers": [{"name": "netra-mcp", "transport": "websocket", "enabled": True}],
                 "tools": ["workload_analyzer", "data_query_engine", "cost_optimizer"]}
 
     @r.get("/api/mcp/servers")
-    def mcp_servers() -> dict:
+    async def mcp_servers() -> dict:
         return {"success": True, "data": [{"name": "netra-mcp", "status": "connected", "transport": "websocket",
                                            "tools": 3}]}
 
     for path in ("/api/agents", "/api/agents/list"):
-        r.add_api_route(path, lambda: _info("agents", _agents()), methods=["GET"])
+        r.add_api_route(path, _info_route("agents", _agents()), methods=["GET"])
 
     info_paths = {
         "/api/agents/config": ("agent_config", {"default_agent": "supervisor_agent", "agents": list(KNOWN_AGENTS)}),
@@ -88,7 +94,7 @@ def router() -> APIRouter:
         "/api/chat": ("chat", {}), "/api/chat/messages": ("chat_messages", {}),
     }
     for path, (kind, extra) in info_paths.items():
-        r.add_api_route(path, (lambda kind=kind, extra=extra: _info(kind, **extra)), methods=["GET"])
+        r.add_api_route(path, _info_route(kind, **extra), methods=["GET"])
 
     @r.post("/api/agents/execute")
     async def execute(request: Request) -> dict:
@@ -106,15 +112,15 @@ def router() -> APIRouter:
         return _run_agent(agent)
 
     @r.get("/api/pipeline/{pipeline_id}")
-    def pipeline(pipeline_id: str) -> dict:
+    async def pipeline(pipeline_id: str) -> dict:
         raise HTTPException(404, detail={"message": f"pipeline {pipeline_id!r} not found", "error_code": "NOT_FOUND"})
 
     @r.get("/api/messages")
-    def messages() -> dict:
+    async def messages() -> dict:
         return _info("messages")
 
     @r.get("/api/messages/{message_id}")
-    def message(message_id: str) -> dict:
+    async def message(message_id: str) -> dict:
         raise HTTPException(404, detail={"message": f"message {message_id!r} not found", "error_code": "NOT_FOUND"})
 
     @r.post("/api/messages")
