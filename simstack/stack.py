@@ -209,7 +209,7 @@ class FaultControl:
         ids = [f.id for f in built]
         taken = sorted({i for i in ids if ids.count(i) > 1} | (set(ids) & {f["id"] for f in self.list()}))
         if taken:
-            raise ConfigError(f"fault id(s) already in use: {', '.join(taken)}",
+            raise ConfigError(f"fault id(s) already in use: {', '.join(map(repr, taken))}",
                               "give each fault its own id, or remove the active one first (`simstack fault rm ID`)")
         done: list[Fault] = []
         try:

@@ -106,7 +106,7 @@ def test_a_fault_id_in_use_on_any_layer_is_refused(stack):
     stack.faults.add("latency", target="ws", latency_ms=5, id="same")
     with pytest.raises(ConfigError) as err:
         stack.faults.add("drop_connection", id="same")
-    assert "already in use: same" in str(err.value)
+    assert "already in use: 'same'" in str(err.value)
     with pytest.raises(ConfigError):
         stack.faults.apply([{"kind": "lost_events", "id": "twice"}, {"kind": "late_welcome", "id": "twice"}])
     assert [f["id"] for f in stack.faults.list()] == ["same"]
