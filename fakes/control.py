@@ -171,6 +171,16 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
         book.reset()
         return {"reset": True}
 
+    @r.post("/urls")
+    async def set_urls(request: Request) -> dict:
+        """The stack's public URLs (the proxies), which only simstack knows; discovery reports them."""
+        body = await request.json()
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("api_url", "ws_url", "auth_url")):
+            raise HTTPException(422, detail={"message": "body needs api_url, ws_url and auth_url strings",
+                                             "error_code": "BAD_URLS"})
+        request.app.state.public_urls = body
+        return {"urls": body}
+
     @r.post("/mark")
     async def mark(request: Request) -> dict:
         body = await request.json()

@@ -53,12 +53,14 @@ def router() -> APIRouter:
 
     @r.get("/api/discovery/services")
     async def discovery(request: Request) -> dict:
-        base = str(request.base_url).rstrip("/")
-        ws = base.replace("http", "ws", 1) + "/ws"
+        urls = getattr(request.app.state, "public_urls", None) or {}
+        base = urls.get("api_url") or str(request.base_url).rstrip("/")
+        ws = urls.get("ws_url") or base.replace("http", "ws", 1) + "/ws"
+        auth = urls.get("auth_url") or base
         return {"services": {
                     "backend": {"url": base, "api_url": f"{base}/api", "websocket_url": ws, "status": "healthy"},
-                    "auth": {"url": base.replace("api", "auth"), "status": "healthy"},
-                    "frontend": {"url": base.replace("api", "app"), "status": "healthy"}},
+                    "auth": {"url": auth, "status": "healthy"},
+                    "frontend": {"url": base, "status": "healthy"}},
                 "timestamp": now_iso(), "available": True}
 
     @r.get("/api/discovery/agents")

@@ -104,6 +104,7 @@ class Stack:
                 auth_control_url=urls["auth_control"], admin_key=admin_key)
             self.faults = FaultControl(self.endpoints)
             self._wait_ready()
+            self.faults.publish_urls()
         except BaseException:
             self.stop()
             raise
@@ -268,6 +269,11 @@ class FaultControl:
                 self._admin(_standin(f.target), "DELETE", f"/faults/{f.id}")
         except SimstackError:
             pass
+
+    def publish_urls(self) -> None:
+        """Tell the api stand-in the public URLs, so /api/discovery/services reports the proxies."""
+        e = self.endpoints
+        self._admin("api", "POST", "/urls", json={"api_url": e.api_url, "ws_url": e.ws_url, "auth_url": e.auth_url})
 
     def mark(self, label: str | None) -> None:
         """Attribute the traffic that follows to ``label`` (a test id) in the timeline."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from standin_client import http, is_iso_utc
@@ -67,6 +68,13 @@ def test_discovery_lists_backend_auth_and_frontend_with_urls(api):
         assert isinstance(service, dict)
         assert any(k.endswith("url") and isinstance(v, str) and v.startswith("http")
                    for k, v in service.items()), service
+
+
+def test_discovery_points_at_the_stacks_own_endpoints(stack):
+    body = httpx.get(stack.endpoints.api_url + "/api/discovery/services", trust_env=False).json()["services"]
+    assert body["backend"]["url"] == stack.endpoints.api_url
+    assert body["backend"]["websocket_url"] == stack.endpoints.ws_url
+    assert body["auth"]["url"] == stack.endpoints.auth_url
 
 
 def test_mcp_config_is_a_non_empty_dict(api):
