@@ -30,6 +30,15 @@ def _modes() -> list:
     return modes
 
 
+def pytest_sessionstart(session):
+    """Remove containers and networks left by earlier runs that were killed (their owner is gone)."""
+    try:
+        from simstack.launchers.docker import reap_orphans
+        reap_orphans()
+    except Exception:   # no Docker here: nothing can have been left
+        pass
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "docker: needs a Docker engine and the simstack images")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
