@@ -64,7 +64,7 @@ def side_by_side(results: list[ScenarioResult], server_views: list[list[dict]]) 
             "connect -> close": f"{o.closed_after_s:.2f} s" if o.closed_after_s is not None else "-",
             "agent events": f"{len(o.events)}/5",
             "server lifecycle": " > ".join(s for s, _ in srv.get("states") or []) or "-",
-            "server error": (srv.get("error") or "-")[:48],
+            "server error": (srv.get("error") or "-")[:64],
             "verdict": ok if r.passed else bad,
         })
     width = max(len(k) for k in rows[0])
