@@ -21,7 +21,7 @@ import httpx
 
 from .. import images
 from ..errors import NoDockerEngine, PortInUse, StartError
-from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT
+from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT, toxiproxy_env
 from .base import Launched, LaunchSpec
 from .local import check_free
 
@@ -263,7 +263,8 @@ class DockerLauncher:
                 .with_name(f"{prefix}-{service.name}")
                 .with_command(service.command(service.container_port, host="0.0.0.0"))
                 .with_kwargs(labels=labels, entrypoint=["python3"]))
-        toxiproxy = (DockerContainer(images.toxiproxy_image(), network=network, network_aliases=[TOXIPROXY])
+        toxiproxy = (DockerContainer(images.toxiproxy_image(), env=toxiproxy_env(), network=network,
+                                     network_aliases=[TOXIPROXY])
                      .with_name(f"{prefix}-{TOXIPROXY}")
                      .with_kwargs(labels=labels))
         toxiproxy.ports.update(_toxiproxy_ports(spec))  # type: ignore[arg-type]  # docker-py takes (ip, port)

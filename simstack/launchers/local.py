@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import PortInUse, StartError
-from ..services import PROXIES, STANDINS
+from ..services import PROXIES, STANDINS, toxiproxy_env
 from .base import LaunchSpec, Launched
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ class LocalLauncher:
                     port = s.getsockname()[1]
             else:
                 check_free(port, "--toxiproxy-port")
-            self._spawn("toxiproxy", [binary, "-host", "127.0.0.1", "-port", str(port)], env)
+            self._spawn("toxiproxy", [binary, "-host", "127.0.0.1", "-port", str(port)], {**env, **toxiproxy_env()})
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
