@@ -314,6 +314,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         except Exception:
             pass
     finally:
+        for run in list(session.runs):   # agent runs end with their connection
+            run.cancel()
         registry.unregister(conn)
         registry.count_open(user_id, -1)
         if conn.state is not State.CLOSED:
