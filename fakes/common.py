@@ -3,7 +3,9 @@ profile, HTTP protocol faults and traffic recording."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import gc
 import time
 
 from fastapi import FastAPI, HTTPException, Request
@@ -31,10 +33,19 @@ def json_error(status: int, detail, error_code: str | None = None, headers: dict
     return JSONResponse(error_body(status, detail, error_code), status_code=status, headers=headers)
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    # Everything imported and built by now lives as long as the server. Frozen, FastAPI's and
+    # pydantic's ~58k objects are no longer traversed by every full collection, which stalled the
+    # event loop: a gen2 pause under HTTP load went from ~29 ms to ~9 ms (the rest is the timeline).
+    gc.freeze()
+    yield
+
+
 def create_app(service: str, targets: tuple[str, ...]) -> FastAPI:
     """A FastAPI app with the shared frame. ``app.state`` holds book, timeline and profile."""
     app = FastAPI(title=f"simstack {service} stand-in", redirect_slashes=False,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     app.state.service = service
     app.state.profile = from_env()
     app.state.book = FaultBook(targets)
