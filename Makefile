@@ -45,6 +45,7 @@ e2e: setup
 	$(VENV)/bin/simstack e2e
 
 bench: setup
+	@if docker/engine.sh status >/dev/null 2>&1; then docker/build-images.sh >/dev/null || echo "make bench: image build failed; docker figures will be skipped"; fi
 	$(PY) -m bench
 
 clean:

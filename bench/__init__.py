@@ -1,0 +1,1 @@
+"""simstack benchmarks: `make bench` (`python -m bench`). See README.md here."""
