@@ -46,10 +46,10 @@ def fault_switch(ctx) -> dict:
     with Stack(mode="local", profile="fast") as stack:
         target = stack.endpoints.api_url
         for kind, (params, visible) in KINDS.items():
-            on, off, calls, first_hit, missed = [], [], [], 0, 0
+            on, off, calls, removes, first_hit, missed = [], [], [], [], 0, 0
             for _ in range(reps):
                 t0 = time.perf_counter()
-                stack.faults.add(kind, target="api", **params)
+                fault = stack.faults.add(kind, target="api", **params)
                 t_ret = time.perf_counter()
                 calls.append(t_ret - t0)
                 took, probes = _until(target, visible, t_ret)
@@ -58,18 +58,21 @@ def fault_switch(ctx) -> dict:
                 else:
                     on.append(took)
                     first_hit += probes == 1
-                stack.faults.reset()
+                t0 = time.perf_counter()
+                stack.faults.remove(fault.id)
                 t_ret = time.perf_counter()
+                removes.append(t_ret - t0)
                 took, _ = _until(target, lambda r: r == 200, t_ret)
                 if took is not None:
                     off.append(took)
             ms = lambda xs: summary([x * 1000 for x in xs], 3)   # noqa: E731
             out[f"fault_switch_{kind}_ms"] = entry(
                 f"{kind} on api: call returned -> new connection sees it", "ms", ms(on),
-                headline=f"{ms(on)['median']} ms; call {ms(calls)['median']:.1f} ms; 1st conn. {first_hit}/{reps}",
+                headline=(f"{ms(on)['median']} ms; add {ms(calls)['median']:.1f} ms, remove {ms(removes)['median']:.1f} ms; "
+                          f"1st conn. {first_hit}/{reps}"),
                 target="in effect when the call returns", met=missed == 0 and first_hit == reps,
                 first_probe_affected=f"{first_hit}/{reps}", never_seen=missed, api_call_ms=ms(calls),
-                reset_to_healthy_ms=ms(off), layer=FAULT_KINDS[kind].layer)
+                remove_call_ms=ms(removes), removed_to_healthy_ms=ms(off), layer=FAULT_KINDS[kind].layer)
             ctx.log(f"   {kind}: {out[f'fault_switch_{kind}_ms']['median']} ms after the call "
                     f"(call {ms(calls)['median']} ms), first probe {first_hit}/{reps}")
     return out
