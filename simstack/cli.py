@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -179,7 +180,7 @@ def _detach(args) -> int:
     before = {r["id"] for r in state.records()}
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "SIMSTACK_UP_LOG": str(log)})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         new = [r for r in state.records() if r["id"] not in before and r["pid"] == proc.pid]
@@ -222,6 +223,8 @@ def cmd_down(args) -> int:
         if state.pid_alive(rec["pid"]):
             os.kill(rec["pid"], signal.SIGKILL)
         state.remove_record(rec["id"])
+        if rec.get("up_log"):
+            Path(rec["up_log"]).unlink(missing_ok=True)
         print(f"stopped {rec['id']} ({rec['mode']})")
     _reap()
     if not live:

@@ -144,13 +144,13 @@ class Stack:
                     break
                 dead = [n for n, ok in getattr(self.launcher, "alive", lambda: {})().items() if not ok]
                 if dead:
-                    raise StartError(f"the {dead[0]} process exited during start-up: "
+                    raise StartError(f"the {dead[0]} process exited during start-up; its log ends: "
                                      f"{self.launcher.logs(dead[0]).strip()[-600:]}",
-                                     "see `simstack logs " + dead[0] + "`")
+                                     "the log above says why (start-up logs are removed with the failed stack)")
                 if time.monotonic() > deadline:
                     raise StartError("endpoints not ready after %.0f s: %s" % (
                         self.startup_timeout, ", ".join(f"{n} ({last.get(n, '?')})" for n in pending)),
-                        "see the logs (`simstack logs api|auth|toxiproxy`)")
+                        "is the machine overloaded? raise startup_timeout, or run `simstack up` to watch it start")
                 time.sleep(0.02)
 
     def stop(self) -> None:

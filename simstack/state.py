@@ -40,7 +40,8 @@ def write_record(stack, pid: int, scenario: str | None = None) -> Path:
     path = state_dir() / f"{stack.id}.json"
     record = {"id": stack.id, "mode": stack.mode, "profile": stack.profile, "pid": pid, "created": time.time(),
               "startup_s": stack.startup_s, "scenario": scenario, "endpoints": stack.endpoints.to_dict(),
-              "log_dir": str(getattr(stack.launcher, "log_dir", "") or "")}
+              "log_dir": str(getattr(stack.launcher, "log_dir", "") or ""),
+              "up_log": os.environ.get("SIMSTACK_UP_LOG")}   # a detached stack's own output
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path)

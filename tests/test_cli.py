@@ -73,9 +73,12 @@ def test_up_detach_env_status_down_leaves_no_process(cli):
     env = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))
     assert env["SIMSTACK_API_URL"] == urls["api"] and env["SIMSTACK_WS_URL"] == urls["ws"]
     assert env["SIMSTACK_AUTH_URL"] == urls["auth"] and env["SIMSTACK_TOKEN"].count(".") == 2
+    state_dir = Path(cli.env["SIMSTACK_STATE_DIR"])
+    assert list(state_dir.glob("up-*.log")), "a detached stack keeps its output while it runs"
     down = cli("down").stdout
     assert f"stopped {stack_id}" in down
     assert wait_gone(stack_id) == []
+    assert list(state_dir.iterdir()) == [], "down leaves no record or log behind"
     assert cli("status", check=False).returncode == 1
 
 

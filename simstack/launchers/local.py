@@ -26,6 +26,7 @@ from .base import LaunchSpec, Launched
 
 ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
+_RUN_BY_HAND = "the log above says why; `python -m fakes.serve fakes.api:app --port 8000` runs a stand-in by hand"
 
 
 def _die_with_parent() -> None:
@@ -71,6 +72,7 @@ class LocalLauncher:
     mode = "local"
 
     def __init__(self, log_dir: str | None = None):
+        self._owns_log_dir = log_dir is None   # a temporary one goes away with the stack
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simstack-"))
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -125,14 +127,14 @@ class LocalLauncher:
                 time.sleep(0.01)
             if wanted:
                 break
-        raise StartError(f"Toxiproxy did not start: {self.logs('toxiproxy').strip()[-400:]}",
-                         f"see {self.log_dir / 'toxiproxy.log'}")
+        raise StartError(f"Toxiproxy did not start; its log ends: {self.logs('toxiproxy').strip()[-400:]}",
+                         "check that the port is free and the binary is toxiproxy-server v2.12.0 (`make toxiproxy`)")
 
     def _wait_alive(self, url: str) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise StartError(f"the {name} process exited with code {proc.returncode}: "
-                                 f"{self.logs(name).strip()[-600:]}", f"see {self.log_dir / (name + '.log')}")
+                raise StartError(f"the {name} process exited with code {proc.returncode}; its log ends: "
+                                 f"{self.logs(name).strip()[-600:]}", _RUN_BY_HAND)
 
     def proxy_listen(self, proxy: str, wanted_port: int) -> str:
         return f"127.0.0.1:{wanted_port}"
@@ -159,3 +161,5 @@ class LocalLauncher:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self._owns_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
