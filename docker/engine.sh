@@ -58,7 +58,10 @@ ensure() {
     fi
     say "starting dockerd (log: $LOG)"
     # --ip: ports published without an address bind to loopback, not every interface.
-    setsid nohup dockerd --log-level=warn --ip=127.0.0.1 >>"$LOG" 2>&1 </dev/null &
+    # --userland-proxy=false: published ports are plain NAT, so a TCP reset or a refused
+    # connection from Toxiproxy reaches the client as it does in local mode (docker-proxy
+    # would accept every connection itself and turn both into accept-then-close).
+    setsid nohup dockerd --log-level=warn --ip=127.0.0.1 --userland-proxy=false >>"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
   fi
   local deadline=$((SECONDS + TIMEOUT))

@@ -13,17 +13,6 @@ from simstack.errors import ConfigError, SimstackError
 from standin_client import AGENT_EVENTS, connect_ws, http, recv_json, recv_type, run_agent, send_json, start_agent
 
 
-DOCKER_PROXY_GAP = ("docker mode: Docker's userland port proxy accepts on the host port itself, so a TCP reset or a "
-                    "closed Toxiproxy listener reaches the client as an accepted-then-closed connection")
-
-
-@pytest.fixture
-def tcp_level(request, stack):
-    """Marks a test whose signature is a TCP reset or refusal, which docker-proxy hides."""
-    if stack.mode == "docker":
-        request.applymarker(pytest.mark.xfail(reason=DOCKER_PROXY_GAP))
-
-
 def toxics(stack, proxy: str) -> list[dict]:
     """What Toxiproxy itself reports for ``proxy``."""
     with http(stack.endpoints.toxiproxy_url) as toxi:
@@ -103,7 +92,8 @@ async def test_cut_on_an_open_websocket_gives_1006(stack, token):
     assert not frames
 
 
-def test_reset_gives_econnreset_on_http(stack, tcp_level):
+def test_reset_gives_econnreset_on_http(stack):
+    # In docker mode this needs an engine without docker-proxy (docker/engine.sh: --userland-proxy=false).
     stack.faults.add("reset", target="api")
     with pytest.raises(httpx.ReadError) as info:
         api_health(stack)
@@ -149,7 +139,7 @@ async def test_limit_data_cuts_a_websocket_run_with_1006(stack, token):
     assert len(frames) < len(AGENT_EVENTS)
 
 
-async def test_proxy_down_refuses_connections_until_removed(stack, token, tcp_level):
+async def test_proxy_down_refuses_connections_until_removed(stack, token):
     fault = stack.faults.add("proxy_down", target="api")
     ws_fault = stack.faults.add("proxy_down", target="ws")
     assert not proxy_enabled(stack, "api")
