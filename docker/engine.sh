@@ -48,7 +48,8 @@ ensure() {
   if ! command -v dockerd >/dev/null 2>&1; then
     install_engine || exit 1
   fi
-  if pgrep -x dockerd >/dev/null 2>&1; then
+  # A killed dockerd whose parent is gone can linger as a zombie: that one is not running.
+  if ps -C dockerd -o stat= 2>/dev/null | grep -qv '^Z'; then
     # Never start a second dockerd: it would fight the first over docker0 and the socket.
     say "a dockerd process exists but does not answer yet; waiting for it"
   else
