@@ -22,6 +22,7 @@ import httpx
 from .. import images
 from ..errors import NoDockerEngine, PortInUse, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT, toxiproxy_env
+from ..state import pid_alive
 from .base import Launched, LaunchSpec
 from .local import check_free
 
@@ -119,12 +120,8 @@ def _owner_alive(labels: dict[str, str]) -> bool:
         pid = int(labels.get(LABEL_OWNER_PID, ""))
     except ValueError:
         return True  # not ours to judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):   # gone, or a zombie
         return False
-    except PermissionError:
-        pass
     started = labels.get(LABEL_OWNER_START, "")
     return not started or _process_start(pid) in ("", started)
 
