@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -63,9 +64,19 @@ def records() -> list[dict]:
             continue
         if pid_alive(rec.get("pid", -1)):
             out.append(rec)
-        else:
+        else:   # its owner was killed: take what it left behind
             path.unlink(missing_ok=True)
+            _remove_leftovers(rec)
     return sorted(out, key=lambda r: r["created"])
+
+
+def _remove_leftovers(rec: dict) -> None:
+    """The temporary log directory and output file of a stack whose owner died without cleaning up."""
+    log_dir = rec.get("log_dir") or ""
+    if Path(log_dir).name.startswith("simstack-"):
+        shutil.rmtree(log_dir, ignore_errors=True)
+    if rec.get("up_log"):
+        Path(rec["up_log"]).unlink(missing_ok=True)
 
 
 def find_record(stack_id: str | None = None) -> dict:

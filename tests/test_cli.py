@@ -122,9 +122,13 @@ def test_sigkilled_supervisor_takes_its_processes_with_it(cli):
     supervisor = int(re.search(r"owner pid (\d+)", cli("status").stdout).group(1))
     children = stack_processes(stack_id)
     assert len(children) == 3 and supervisor not in children
+    log_dir = Path(re.search(r"logs (\S+)", cli("status").stdout).group(1))
+    assert log_dir.is_dir()
     os.kill(supervisor, signal.SIGKILL)
     assert wait_gone(stack_id) == []
     assert "no stack is running" in cli("status", check=False).stdout
+    assert not log_dir.exists(), "the next command removes what the killed stack left"
+    assert list(Path(cli.env["SIMSTACK_STATE_DIR"]).iterdir()) == []
 
 
 def test_sigint_on_a_foreground_up_stops_everything(cli):
