@@ -222,3 +222,18 @@ def test_docker_mode_up_logs_down_leaves_nothing(cli):
     after = ({c.id for c in client.containers.list(all=True, filters=label)},
              {n.id for n in client.networks.list(filters=label)})
     assert after == before
+
+
+def test_watch_shows_what_each_connection_went_through(cli):
+    stack_id, urls = detached(cli)
+    token = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))["SIMSTACK_TOKEN"]
+    fault_id = re.search(r"applied (\S+):", cli("fault", "add", "race_on_accept").stdout).group(1)
+    asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
+    cli("fault", "reset")
+    asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
+    lines = [l for l in cli("watch", "--once").stdout.splitlines() if " WS " in l]
+    race, fixed = lines[-2], lines[-1]
+    assert "[authenticated > accepted > closed] close=1011 (Internal error)" in race
+    assert "error=NotRegistered" in race and f"faults={fault_id}" in race
+    assert "[authenticated > accepted > registered > ready > closed]" in fixed
+    assert "agent_completed" in fixed and "faults=" not in fixed

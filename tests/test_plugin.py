@@ -390,3 +390,15 @@ def test_example_suite_canned_fallback_is_caught_under_repro_1011(pytester):
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_agent_run_reports_all_events passed although none of its 1 WebSocket "
                                  "connection(s) got a single frame from the server (close codes: 1011)*"])
+
+
+@pytest.mark.docker
+def test_example_suite_runs_the_same_against_a_docker_stack(pytester):
+    from simstack.launchers.docker import engine_problem
+    problem = engine_problem()
+    if problem:
+        pytest.skip(f"docker mode unavailable: {problem}")
+    _example(pytester)
+    docker = ["--simstack=docker", "--simstack-profile", "fast", "--simstack-require-traffic"]
+    run(pytester, *docker, "--simstack-scenario", "fix-1011").assert_outcomes(passed=2)
+    run(pytester, *docker, "--simstack-scenario", "repro-1011").assert_outcomes(passed=1, failed=1)
