@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import os
+from dataclasses import dataclass
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -225,77 +226,97 @@ class Session:
         self.rec.close_code, self.rec.close_reason = code, reason
 
 
+@dataclass
+class Refusal:
+    """How an upgrade is refused before accept: a status with a JSON body, or 403 (close before accept)."""
+    status: int
+    message: str
+    error_code: str = ""
+    headers: dict | None = None
+
+
+def refusal_before_accept(ws: WebSocket, token: str | None, user_id: str, rec: Record) -> Refusal | None:
+    """The checks staging runs before accepting, in order, with the faults that hit them."""
+    st = ws.app.state
+    book: FaultBook = st.book
+    f = book.fire("cold_start", "ws", user_id, where=rec)
+    if f:
+        return Refusal(503, "service is starting (cold start), retry later", "SERVICE_UNAVAILABLE",
+                       {"Retry-After": str(f.params["retry_after_s"])})
+    for f in book.candidates("connection_cap", "ws"):
+        if st.registry.open_for(user_id) >= f.params["max_connections"] and book.decide(f, user_id, where=rec):
+            return Refusal(429, f"connection limit of {f.params['max_connections']} per user reached",
+                           "CONNECTION_LIMIT")
+    if book.fire("upgrade_exception", "ws", user_id, where=rec):
+        rec.status, rec.states = 500, [("raised before accept", None)]
+        st.timeline.touch(rec)
+        raise RuntimeError("simstack upgrade_exception fault: exception before accept")
+    if token is None:
+        return Refusal(403, "no token (Authorization, jwt. subprotocol or ?token=)")
+    try:
+        st.policy.accept(token, is_e2e(ws))
+    except TokenError as exc:
+        return Refusal(403, str(exc))
+    if book.fire("auth_reject", "ws", user_id, where=rec):
+        return Refusal(403, "auth_reject fault")
+    return None
+
+
+def rejection_after_accept(token: str, user_id: str, book: FaultBook, mismatch, rec: Record) -> str | None:
+    """Why auth fails once the connection is accepted (error_message frame, then 1008), if it does."""
+    after = book.fire("auth_after_accept", "ws", user_id, where=rec)
+    if after:
+        return after.params["reason"]
+    if mismatch and mismatch.params["placement"] == "after_accept":
+        return _mismatch(token, mismatch)
+    return None
+
+
 async def websocket_endpoint(ws: WebSocket) -> None:
+    """One connection: refuse before accept, or accept, authenticate, serve, and record every step."""
     st = ws.app.state
     book: FaultBook = st.book
     timeline: Timeline = st.timeline
     registry: Registry = st.registry
-    profile: Profile = st.profile
     rec = timeline.open("ws", method="GET", path="/ws")
     token, _source = extract_token(ws)
     try:
-        claims = decode(token) if token else {}
+        user_id = str((decode(token) if token else {}).get("sub") or "anonymous")
     except TokenError:
-        claims = {}
-    user_id = str(claims.get("sub") or "anonymous")
-    rec.user_id = user_id
+        user_id = "anonymous"
     conn = Connection(user_id)
-    rec.connection_id = conn.id
+    rec.user_id, rec.connection_id = user_id, conn.id
 
-    def note(state: str | None = None) -> None:
-        rec.states = list(conn.history) + ([(state, None)] if state else [])
+    def note(extra: str | None = None) -> None:
+        rec.states = list(conn.history) + ([(extra, None)] if extra else [])
         timeline.touch(rec)
 
-    async def deny(status: int, message: str, code: str, headers: dict | None = None) -> None:
-        rec.status = status
-        note(f"denied {status}")
-        await ws.send_denial_response(json_error(status, {"message": message}, code, headers=headers))
-
-    if profile.http_delay_s:
-        await asyncio.sleep(profile.http_delay_s)
-    f = book.fire("cold_start", "ws", user_id, where=rec)
-    if f:
-        return await deny(503, "service is starting (cold start), retry later", "SERVICE_UNAVAILABLE",
-                          {"Retry-After": str(f.params["retry_after_s"])})
-    for f in book.candidates("connection_cap", "ws"):
-        if registry.open_for(user_id) >= f.params["max_connections"] and book.decide(f, user_id, where=rec):
-            return await deny(429, f"connection limit of {f.params['max_connections']} per user reached",
-                              "CONNECTION_LIMIT")
-    if book.fire("upgrade_exception", "ws", user_id, where=rec):
-        rec.status = 500
-        note("raised before accept")
-        raise RuntimeError("simstack upgrade_exception fault: exception before accept")
-
-    reject = None
-    if token is None:
-        reject = "no token (Authorization, jwt. subprotocol or ?token=)"
-    else:
-        try:
-            st.policy.accept(token, is_e2e(ws))
-        except TokenError as exc:
-            reject = str(exc)
+    if st.profile.http_delay_s:
+        await asyncio.sleep(st.profile.http_delay_s)
+    refusal = refusal_before_accept(ws, token, user_id, rec)
     mismatch = book.fire("jwt_secret_mismatch", "ws", user_id, where=rec)
-    if reject is None and book.fire("auth_reject", "ws", user_id, where=rec):
-        reject = "auth_reject fault"
-    if reject is None and mismatch and mismatch.params["placement"] == "before_accept":
-        reject = _mismatch(token, mismatch)
-    if reject is not None:
-        rec.status, rec.error = 403, reject
-        note("rejected before accept")
-        await ws.close(POLICY_VIOLATION)   # before accept: the client sees HTTP 403
+    if refusal is None and mismatch and mismatch.params["placement"] == "before_accept":
+        why = _mismatch(token, mismatch)
+        refusal = Refusal(403, why) if why else None
+    if refusal is not None:
+        rec.status, rec.error = refusal.status, refusal.message
+        note(f"refused {refusal.status}")
+        if refusal.status == 403:
+            await ws.close(POLICY_VIOLATION)   # closing before accept: the client sees HTTP 403
+        else:
+            await ws.send_denial_response(json_error(refusal.status, {"message": refusal.message},
+                                                     refusal.error_code, headers=refusal.headers))
         return
+
     conn.advance(State.AUTHENTICATED)
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(ws) else None)
     conn.advance(State.ACCEPTED)
     rec.status = 101
     note()
     registry.count_open(user_id, +1)
-    session = Session(ws, conn, registry, book, profile, rec, timeline)
+    session = Session(ws, conn, registry, book, st.profile, rec, timeline)
     try:
-        after = book.fire("auth_after_accept", "ws", user_id, where=rec)
-        why = after.params["reason"] if after else None
-        if why is None and mismatch and mismatch.params["placement"] == "after_accept":
-            why = _mismatch(token, mismatch)
+        why = rejection_after_accept(token, user_id, book, mismatch, rec)
         if why is not None:
             await ws.send_text(json.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
                                            "message": why, "timestamp": agent.now_iso()}))
