@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SimstackError
-from .faults import KINDS
+from .faults import KINDS, Fault
 from .stack import MODES, PROFILES, FaultControl, Stack, mint_token
 from . import state
 
@@ -338,7 +338,9 @@ def cmd_fault_add(args) -> int:
             trigger = yaml.safe_load(args.trigger)
         except yaml.YAMLError as exc:
             raise SimstackError(f"--trigger {args.trigger!r} is not valid YAML ({exc})", "e.g. --trigger '{first: 3}'") from None
-    fault = _control(args).add(args.kind, args.target, trigger, args.fault_id, **_parse_params(args.param))
+    fault = Fault.build(args.kind, args.target, trigger, args.fault_id, where="fault",
+                        **_parse_params(args.param))   # a bad request is refused before looking for a stack
+    fault = _control(args).apply([fault])[0]
     print(f"applied {fault.id}: {fault.kind} on {fault.target} {json.dumps(fault.params)} trigger {fault.trigger}")
     return 0
 
