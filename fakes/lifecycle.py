@@ -55,14 +55,17 @@ class Connection:
     state: State = State.CONNECTING
     opened: float = field(default_factory=time.monotonic)
     history: list[tuple[str, float]] = field(default_factory=list)
-    accepted: bool = False
 
     def advance(self, to: State) -> None:
         if to not in TRANSITIONS[self.state]:
             raise IllegalTransition(f"{self.id}: {self.state.value} -> {to.value}")
         self.state = to
-        self.accepted |= to is State.ACCEPTED
         self.history.append((to.value, round((time.monotonic() - self.opened) * 1000, 1)))
+
+    @property
+    def accepted(self) -> bool:
+        """Was the WebSocket accepted at some point (HTTP 101 sent)?"""
+        return any(state == State.ACCEPTED.value for state, _ in self.history)
 
     @property
     def ready(self) -> bool:

@@ -73,11 +73,6 @@ def sources_hash(root: Path = Path(__file__).resolve().parent.parent) -> str:
     return digest.hexdigest()[:32]
 
 
-def all_images() -> dict[str, str]:
-    """Role -> image name, in build order."""
-    return {"base": base_image(), "standins": standins_image(), "toxiproxy": toxiproxy_image()}
-
-
 def _shell() -> str:
     values = {
         "BASE_IMAGE": base_image(),

@@ -189,10 +189,13 @@ def run_scenario(scenario: Scenario, endpoints: Endpoints, faults, token_for) ->
         for key, want in scenario.ws_expectation(i).items():
             result.checks.append(Check(f"ws[{i}].{key}", want, _ws_value(obs, key)))
     for e, obs in zip(scenario.expect_http, http):
+        what = f"http {e.get('method', 'GET')} {e['path']}"
         for key in ("status", "timed_out", "retry_after"):
             if key in e:
                 got = obs.retry_after is not None if key == "retry_after" else getattr(obs, key)
-                result.checks.append(Check(f"http {e.get('method', 'GET')} {e['path']} {key}", e[key], got))
+                result.checks.append(Check(f"{what} {key}", e[key], got))
+        if "status" in e:   # CONTRACT §2: every answer, error or not, has a JSON body
+            result.checks.append(Check(f"{what} json body", True, obs.json_ok))
     return result
 
 

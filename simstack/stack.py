@@ -67,7 +67,6 @@ class Stack:
         unknown = set(ports or {}) - {p.name for p in PROXIES if not p.control}
         if unknown:
             raise ConfigError(f"no endpoint named {', '.join(sorted(unknown))}", "ports are for api, ws and auth")
-        self.requested_mode = mode
         self.mode, self.mode_note = resolve_mode(mode)
         self.profile = profile
         self.ports = dict(ports or {})
@@ -75,7 +74,6 @@ class Stack:
         self.auth_policy, self.jwt_secret, self.bypass_key = auth_policy, jwt_secret, bypass_key
         self.startup_timeout = startup_timeout
         self.id = uuid.uuid4().hex[:10]
-        self.started_at: float | None = None
         self.endpoints: Endpoints | None = None
         self.launcher = None
         self.faults: FaultControl | None = None
@@ -85,7 +83,6 @@ class Stack:
     # -------------------------------------------------------------- lifecycle
     def start(self) -> "Stack":
         t0 = time.perf_counter()
-        self.started_at = time.time()
         admin_key = secrets.token_hex(16)
         env = {ENV_PROFILE: self.profile, ENV_ADMIN_KEY: admin_key, ENV_JWT_SECRET: self.jwt_secret,
                ENV_AUTH_POLICY: self.auth_policy, ENV_STACK_ID: self.id}

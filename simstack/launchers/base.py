@@ -17,7 +17,6 @@ class LaunchSpec:
 class Launched:
     toxiproxy_url: str                  # Toxiproxy API, reachable from this host
     upstreams: dict[str, str]           # service name -> "host:port" as Toxiproxy sees it
-    listen_host: str                    # host part for proxy listeners inside Toxiproxy
 
 
 class Launcher(Protocol):

@@ -170,7 +170,6 @@ class DockerLauncher:
         return Launched(
             toxiproxy_url=url,
             upstreams={s.name: f"{s.name}:{s.container_port}" for s in STANDINS},
-            listen_host="0.0.0.0",
         )
 
     def proxy_listen(self, proxy: str, wanted_port: int) -> str:

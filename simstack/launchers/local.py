@@ -103,7 +103,7 @@ class LocalLauncher:
         except BaseException:
             self.stop()
             raise
-        return Launched(toxiproxy_url=url, upstreams=upstreams, listen_host="127.0.0.1")
+        return Launched(toxiproxy_url=url, upstreams=upstreams)
 
     def _start_toxiproxy(self, binary: str, wanted: int, env: dict) -> str:
         for _attempt in range(3):

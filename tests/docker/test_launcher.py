@@ -73,7 +73,6 @@ def test_toxiproxy_image_reports_version_2_12_0(running):
 def test_health_answers_through_a_proxy_created_on_toxiproxys_api(running):
     launcher, launched, api_port = running
     assert launched.upstreams == {"api": "api:8000", "auth": "auth:8001"}
-    assert launched.listen_host == "0.0.0.0"
     toxi = httpx.Client(base_url=launched.toxiproxy_url, trust_env=False, timeout=5)
     for name, service in (("api", API), ("auth", AUTH)):
         listen = launcher.proxy_listen(name, 0)
