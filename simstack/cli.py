@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--once", action="store_true", help="print what is recorded so far and exit")
 
     c = cmd("e2e", cmd_e2e, "run tests/e2e under repro-1011 and fix-1011, side by side")
-    c.add_argument("e2e_args", nargs=argparse.REMAINDER, help="passed on, e.g. --profile fast --junit-dir DIR")
+    from .e2e import add_arguments
+    add_arguments(c)
     return p
 
 
@@ -411,8 +412,8 @@ def cmd_watch(args) -> int:
 
 
 def cmd_e2e(args) -> int:
-    from .e2e import main as e2e_main
-    return e2e_main(args.e2e_args)
+    from .e2e import run
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -121,12 +121,14 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="simstack e2e", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `simstack e2e` (shared by the CLI and `python -m simstack.e2e`)."""
     ap.add_argument("--profile", choices=("staging", "fast"), default="staging")
     ap.add_argument("--mode", choices=("local", "docker", "auto"), default="local")
     ap.add_argument("--junit-dir", type=Path, help="keep the two JUnit XML files here")
-    args = ap.parse_args(argv if argv is not None else [])   # None: defaults (the CLI calls main())
+
+
+def run(args: argparse.Namespace) -> int:
     if args.junit_dir:
         args.junit_dir.mkdir(parents=True, exist_ok=True)
     print(f"simstack e2e: tests/e2e against a {args.mode} stack, profile {args.profile}, under {REPRO} and {FIX}",
@@ -139,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n--- pytest output under {name} (last lines) ---\n" + "\n".join(out.splitlines()[-25:]))
     print(f"\n{'OK' if ok else 'UNEXPECTED'}: {why}")
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="simstack e2e", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv if argv is not None else []))
 
 
 if __name__ == "__main__":
