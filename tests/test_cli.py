@@ -237,3 +237,9 @@ def test_watch_shows_what_each_connection_went_through(cli):
     assert "error=NotRegistered" in race and f"faults={fault_id}" in race
     assert "[authenticated > accepted > registered > ready > closed]" in fixed
     assert "agent_completed" in fixed and "faults=" not in fixed
+
+
+def test_e2e_subcommand_takes_its_options():
+    from simstack.cli import build_parser
+    args = build_parser().parse_args(["e2e", "--profile", "fast", "--mode", "local"])
+    assert (args.profile, args.mode) == ("fast", "local")
