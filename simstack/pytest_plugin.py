@@ -20,6 +20,7 @@ import signal
 import string
 import sys
 import threading
+import warnings
 from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, fields
@@ -142,11 +143,19 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
 
 
 def load_scenario_faults(name: str, where: str) -> list[dict]:
+    """A scenario's ``faults``. Its ``after_open`` faults need a connection to be open first, which
+    only the scenario runner knows; a test adds them itself (``faults`` fixture), so say so."""
     try:
         from .scenarios import load_scenario
-        return list(load_scenario(name).faults)
+        scenario = load_scenario(name)
     except SimstackError as exc:
         raise _usage(f"{where}: {exc.message}", exc.hint or "see `simstack scenario ls`") from None
+    if scenario.after_open:
+        kinds = ", ".join(f["kind"] for f in scenario.after_open)
+        warnings.warn(pytest.PytestConfigWarning(
+            f"{where}: scenario {scenario.name!r} also has after_open faults ({kinds}), which only "
+            "`simstack scenario run` applies; add them with the `faults` fixture once your connection is open"))
+    return list(scenario.faults)
 
 
 # ------------------------------------------------------------------ the session's stack
