@@ -49,4 +49,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) bin build *.egg-info
+	rm -rf $(VENV) bin build *.egg-info docker/.build
