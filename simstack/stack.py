@@ -14,6 +14,7 @@ import atexit
 import secrets
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Iterable
 
 import httpx
@@ -213,7 +214,7 @@ class FaultControl:
         try:
             for f in built:
                 if f.layer == NETWORK:
-                    self.toxi.apply(_network_named(f))
+                    self.toxi.apply(f)
                 else:
                     r = self._admin(_standin(f.target), "POST", "/faults", json=f.to_dict())
                     if r.status_code != 200:
@@ -230,25 +231,15 @@ class FaultControl:
         out = []
         for standin in ("api", "auth"):
             out += [{**f, "layer": "protocol"} for f in self._admin(standin, "GET", "/faults").json()["faults"]]
-        for name, proxy in self.toxi.proxies().items():
-            if not proxy["enabled"]:
-                out.append({"id": f"proxy_down-{name}", "kind": "proxy_down", "target": name, "params": {},
-                            "layer": "network"})
-            for t in proxy.get("toxics", []):
-                kind, _, fid = t["name"].partition(":")
-                out.append({"id": fid, "kind": kind, "target": name, "layer": "network",
-                            "params": {"stream": t["stream"], "toxicity": t["toxicity"], **t["attributes"]}})
-        return out
+        return out + self.toxi.faults()
 
     def remove(self, fault_id: str) -> None:
         for f in self.list():
             if f["id"] == fault_id:
                 if f["layer"] == "protocol":
                     self._admin(_standin(f["target"]), "DELETE", f"/faults/{fault_id}")
-                elif f["kind"] == "proxy_down":
-                    self.toxi.set_enabled(f["target"], True)
                 else:
-                    self.toxi.remove_toxic(f["target"], f"{f['kind']}:{fault_id}")
+                    self.toxi.remove(f["kind"], f["target"], fault_id)
                 return
         raise ConfigError(f"no fault with id {fault_id!r}", "`simstack fault ls` lists the active faults and ids")
 
@@ -261,7 +252,7 @@ class FaultControl:
     def _unapply(self, f: Fault) -> None:
         try:
             if f.layer == NETWORK:
-                self.toxi.unapply(_network_named(f))
+                self.toxi.remove(f.kind, f.target, f.id)
             else:
                 self._admin(_standin(f.target), "DELETE", f"/faults/{f.id}")
         except SimstackError:
@@ -297,18 +288,9 @@ class FaultControl:
 
 
 def _with_id(f: Fault) -> Fault:
-    """proxy_down is a proxy state, so its id is fixed (proxy_down-<target>); other faults get a fresh one."""
-    from dataclasses import replace
-    if f.kind == "proxy_down":
-        return replace(f, id=f"proxy_down-{f.target}")
-    return f
+    """proxy_down is a proxy state, so its id is fixed (proxy_down-<target>); other faults keep theirs."""
+    return replace(f, id=f"proxy_down-{f.target}") if f.kind == "proxy_down" else f
 
 
 def _standin(target: str) -> str:
     return "auth" if target == "auth" else "api"
-
-
-def _network_named(f: Fault) -> Fault:
-    """Toxics are named ``kind:id`` so listing can say which kind each one is."""
-    from dataclasses import replace
-    return f if f.kind == "proxy_down" else replace(f, id=f"{f.kind}:{f.id}")

@@ -37,8 +37,13 @@ class ToxiproxyError(SimstackError):
 
 def drain_s(faults: list[Fault]) -> float:
     """How long data may sit inside these faults' toxics (latency + jitter)."""
-    return max((f.params["latency_ms"] + f.params["jitter_ms"]) / 1000 for f in faults if f.kind == "latency") \
-        if any(f.kind == "latency" for f in faults) else 0.0
+    return max(((f.params["latency_ms"] + f.params["jitter_ms"]) / 1000 for f in faults if f.kind == "latency"),
+               default=0.0)
+
+
+def _toxic_name(kind: str, fault_id: str) -> str:
+    """Toxics are named ``kind:id``, so listing can say which fault kind each one is."""
+    return f"{kind}:{fault_id}"
 
 
 class Toxiproxy:
@@ -57,11 +62,6 @@ class Toxiproxy:
             raise ToxiproxyError(f"Toxiproxy refused {method} {path}: HTTP {r.status_code} {r.text.strip()}")
         return r.json() if r.content else None
 
-    def version(self) -> str:
-        r = self.http.get("/version")
-        r.raise_for_status()
-        return r.text.strip()
-
     def create_proxy(self, name: str, listen: str, upstream: str) -> dict:
         return self._call("POST", "/proxies", json={"name": name, "listen": listen, "upstream": upstream,
                                                     "enabled": True})
@@ -72,26 +72,34 @@ class Toxiproxy:
     def set_enabled(self, proxy: str, enabled: bool) -> None:
         self._call("POST", f"/proxies/{proxy}", json={"enabled": enabled})
 
-    def add_toxic(self, proxy: str, fault: Fault) -> None:
-        p = fault.params
-        self._call("POST", f"/proxies/{proxy}/toxics", json={
-            "name": fault.id, "type": fault.spec.toxic, "stream": p["direction"],
-            "toxicity": p["toxicity"], "attributes": _TOXIC_ATTRIBUTES[fault.kind](p)})
-
-    def remove_toxic(self, proxy: str, name: str) -> None:
-        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
-
     def apply(self, fault: Fault) -> None:
+        """A network fault: a toxic on the target's proxy, or the proxy disabled (proxy_down)."""
         if fault.kind == "proxy_down":
             self.set_enabled(fault.target, False)
-        else:
-            self.add_toxic(fault.target, fault)
+            return
+        p = fault.params
+        self._call("POST", f"/proxies/{fault.target}/toxics", json={
+            "name": _toxic_name(fault.kind, fault.id), "type": fault.spec.toxic, "stream": p["direction"],
+            "toxicity": p["toxicity"], "attributes": _TOXIC_ATTRIBUTES[fault.kind](p)})
 
-    def unapply(self, fault: Fault) -> None:
-        if fault.kind == "proxy_down":
-            self.set_enabled(fault.target, True)
+    def remove(self, kind: str, target: str, fault_id: str) -> None:
+        if kind == "proxy_down":
+            self.set_enabled(target, True)
         else:
-            self.remove_toxic(fault.target, fault.id)
+            self._call("DELETE", f"/proxies/{target}/toxics/{_toxic_name(kind, fault_id)}")
+
+    def faults(self) -> list[dict]:
+        """The network faults in force, in FaultControl.list's form."""
+        out = []
+        for name, proxy in self.proxies().items():
+            if not proxy["enabled"]:
+                out.append({"id": f"proxy_down-{name}", "kind": "proxy_down", "target": name, "params": {},
+                            "layer": "network"})
+            for t in proxy.get("toxics", []):
+                kind, _, fid = t["name"].partition(":")
+                out.append({"id": fid, "kind": kind, "target": name, "layer": "network",
+                            "params": {"stream": t["stream"], "toxicity": t["toxicity"], **t["attributes"]}})
+        return out
 
     def reset(self) -> None:
         """Enable every proxy and remove every toxic."""
