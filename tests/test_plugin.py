@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from simstack.state import pid_alive
+
 EXAMPLE = Path(__file__).resolve().parent / "example_suite"
 BASE = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
 FAST = ["--simstack=local", "--simstack-profile", "fast"]
@@ -54,19 +56,11 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*BASE, *args, timeout=180)
 
 
-def alive(pid: int) -> bool:
-    """Running and not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 def wait_gone(pids: list[int], within_s: float = 10.0) -> list[int]:
     deadline = time.monotonic() + within_s
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return [p for p in pids if alive(p)]
+    return [p for p in pids if pid_alive(p)]
 
 
 # ------------------------------------------------------------------ pointing a suite at the stack
