@@ -7,7 +7,7 @@
 #      present locally or pullable); only the default name is ever built here.
 #   2. Stand-ins    ($SIMSTACK_STANDINS_IMAGE, default simstack/standins:<version>): wheels of the
 #      runtime deps (pyproject's dependencies minus docker/testcontainers, pinned to the versions in
-#      .venv) downloaded on the host, installed with `pip install --target`, plus simstack/ and fakes/;
+#      .venv) downloaded on the host, installed with `pip install --target`, plus simstack/ and fakes/ (as simstack/fakes);
 #      built with `DOCKER_BUILDKIT=0 docker build --network=none`. One image runs api and auth.
 #   3. Toxiproxy    ($SIMSTACK_TOXIPROXY_IMAGE, default ghcr.io/shopify/toxiproxy:2.12.0): FROM scratch
 #      around bin/toxiproxy-server (scripts/install-toxiproxy.sh builds it), like the official image.
@@ -179,7 +179,10 @@ build_standins() {
     --target "$ctx/site" "${target[@]}" -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" \
     || die "pip install --target failed (see above)"
   rm -rf "$ctx/site/bin"  # console scripts point at the host's interpreter; run `python3 -m uvicorn`
-  tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -c simstack fakes | tar -C "$ctx/app" -x
+  # The installed package's layout: the repository's fakes/ is simstack.fakes.
+  tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -c simstack | tar -C "$ctx/app" -x
+  mkdir -p "$ctx/app/simstack/fakes"
+  tar -C "$ROOT/fakes" --exclude=__pycache__ --exclude='*.pyc' -c . | tar -C "$ctx/app/simstack/fakes" -x
   cat >"$ctx/Dockerfile" <<EOF
 FROM $BASE_IMAGE
 COPY site $STANDINS_ROOT/site

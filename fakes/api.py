@@ -1,6 +1,6 @@
 """The ``api`` stand-in: staging's backend HTTP API and its WebSocket at /ws.
 
-Serve with ``python -m uvicorn fakes.api:app``; test in-process with Starlette's TestClient.
+Serve with ``python -m uvicorn simstack.fakes.api:app``; test in-process with Starlette's TestClient.
 """
 from __future__ import annotations
 

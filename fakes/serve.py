@@ -1,4 +1,4 @@
-"""``python -m fakes.serve`` = ``python -m uvicorn`` for a stand-in on an inherited socket (``--fd``).
+"""``python -m simstack.fakes.serve`` = ``python -m uvicorn`` for a stand-in on an inherited socket (``--fd``).
 
 uvicorn wraps an inherited listening socket as AF_UNIX, so asyncio never sets
 TCP_NODELAY on the TCP connections it accepts, and every response after the

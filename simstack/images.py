@@ -9,8 +9,8 @@ variable                          default                                       
 ``SIMSTACK_BASE_IMAGE``           ``simstack/python-base:3.11``                   Python 3.11 runtime; set
                                                                                   ``python:3.11-slim`` to
                                                                                   build on the official one
-``SIMSTACK_STANDINS_IMAGE``       ``simstack/standins:<simstack version>``        runs ``fakes.api`` and
-                                                                                  ``fakes.auth``
+``SIMSTACK_STANDINS_IMAGE``       ``simstack/standins:<simstack version>``        runs ``simstack.fakes.api``
+                                                                                  and ``.auth``
 ``SIMSTACK_TOXIPROXY_IMAGE``      ``ghcr.io/shopify/toxiproxy:2.12.0``            the real Toxiproxy
 ================================  ==============================================  =========================
 

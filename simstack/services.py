@@ -18,14 +18,14 @@ class Service:
     def command(self, port: int, host: str = "127.0.0.1", fd: int | None = None) -> list[str]:
         """Arguments after ``python3``: uvicorn serving this stand-in."""
         bind = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
-        runner = "fakes.serve" if fd is not None else "uvicorn"   # see fakes/serve.py: TCP_NODELAY
+        runner = "simstack.fakes.serve" if fd is not None else "uvicorn"   # see fakes/serve.py: TCP_NODELAY
         return ["-m", runner, self.app, *bind, "--log-level", "warning",
                 "--no-access-log", "--ws", "websockets-sansio", "--ws-ping-interval", "20",
                 "--ws-ping-timeout", "20", "--timeout-graceful-shutdown", "1"]
 
 
-API = Service("api", "fakes.api:app", 8000)
-AUTH = Service("auth", "fakes.auth:app", 8001)
+API = Service("api", "simstack.fakes.api:app", 8000)
+AUTH = Service("auth", "simstack.fakes.auth:app", 8001)
 STANDINS: tuple[Service, ...] = (API, AUTH)
 
 

@@ -12,7 +12,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from fakes import tokens
+from simstack.fakes import tokens
 
 E2E_HEADERS = {"X-E2E-Test": "true", "X-Test-Type": "E2E", "X-Test-Environment": "staging"}
 WELCOME = ("handshake_validation", "ping", "system_message")

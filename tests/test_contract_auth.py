@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fakes import tokens
+from simstack.fakes import tokens
 from simstack.stack import Stack
 from standin_client import SUITE_SECRET, http, mint
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fakes.lifecycle import Connection, IllegalTransition, NotRegistered, Registry, State
+from simstack.fakes.lifecycle import Connection, IllegalTransition, NotRegistered, Registry, State
 
 S = State
 

@@ -1,7 +1,7 @@
 """Figure 1: stack start to healthy, local and docker mode, against the floor.
 
 The floor is one bare uvicorn process serving one route (:mod:`bench.floor`), started the way the
-mode starts a stand-in (local: a pre-bound socket through ``fakes.serve``; docker: a Testcontainers
+mode starts a stand-in (local: a pre-bound socket through ``simstack.fakes.serve``; docker: a Testcontainers
 container of the stand-ins image on 127.0.0.1) and probed the way the Stack probes its endpoints
 (GET ``/__simstack/ping`` every 20 ms). Stack and floor runs alternate, so the ratio compares like
 with like.
@@ -46,7 +46,7 @@ def floor_local() -> float:
     t0 = time.perf_counter()
     sock = bind(0, "floor")
     port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "fakes.serve", "bench.floor:app", "--fd", str(sock.fileno()),
+    proc = subprocess.Popen([sys.executable, "-m", "simstack.fakes.serve", "bench.floor:app", "--fd", str(sock.fileno()),
                              "--log-level", "warning", "--no-access-log"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                             pass_fds=(sock.fileno(),), cwd=ROOT, start_new_session=True,

@@ -26,7 +26,7 @@ from .base import LaunchSpec, Launched
 
 ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
-_RUN_BY_HAND = "the log above says why; `python -m fakes.serve fakes.api:app --port 8000` runs a stand-in by hand"
+_RUN_BY_HAND = "the log above says why; `python -m simstack.fakes.serve simstack.fakes.api:app --port 8000` runs a stand-in by hand"
 
 
 def _die_with_parent() -> None:
