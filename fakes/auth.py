@@ -12,7 +12,7 @@ import uuid
 from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from simstack.services import ENV_BYPASS_KEY, ENV_JWT_SECRET
+from simstack.shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
 
 from . import tokens
 from .common import create_app

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Header, HTTPException, Request
 
-from simstack.errors import ConfigError
-from simstack.faults import PROTOCOL, Fault
-from simstack.services import ENV_ADMIN_KEY
-from simstack.triggers import TriggerState
+from simstack.shared.errors import ConfigError
+from simstack.shared.faults import PROTOCOL, Fault
+from simstack.shared.constants import ENV_ADMIN_KEY
+from simstack.shared.triggers import TriggerState
 
 ADMIN_PREFIX = "/__simstack"
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from simstack.services import ENV_AUTH_POLICY, ENV_JWT_SECRET
+from simstack.shared.constants import ENV_AUTH_POLICY, ENV_JWT_SECRET
 
 from . import agent
 from .common import json_error

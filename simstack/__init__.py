@@ -5,15 +5,15 @@
         stack.faults.add("race_on_accept")
 
 Public names are re-exported here, loaded on first use: the stand-ins import
-``simstack.faults`` and should not pay for the client side at start-up.
+``simstack.shared`` and should not pay for the client side at start-up.
 """
 from importlib import import_module
 
 _EXPORTS = {
-    "Stack": "stack", "FaultControl": "stack", "Endpoints": "endpoints", "Fault": "faults", "KINDS": "faults",
-    "Trigger": "triggers", "load_scenario": "scenarios", "run_scenario": "scenarios",
-    "SimstackError": "errors", "ConfigError": "errors", "StartError": "errors", "PortInUse": "errors",
-    "NoDockerEngine": "errors", "NotRunning": "errors",
+    "Stack": "stack", "FaultControl": "stack", "Endpoints": "endpoints", "Fault": "shared.faults",
+    "KINDS": "shared.faults", "Trigger": "shared.triggers", "load_scenario": "scenarios", "run_scenario": "scenarios",
+    "SimstackError": "shared.errors", "ConfigError": "shared.errors", "StartError": "shared.errors",
+    "PortInUse": "shared.errors", "NoDockerEngine": "shared.errors", "NotRunning": "shared.errors",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SimstackError
-from .faults import KINDS, Fault
+from .shared.errors import SimstackError
+from .shared.faults import KINDS, Fault
 from .stack import MODES, PROFILES, FaultControl, Stack, mint_token
 from . import state
 

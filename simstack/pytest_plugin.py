@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from .endpoints import Endpoints
-from .errors import SimstackError
-from .faults import AGENT_EVENTS
+from .shared.errors import SimstackError
+from .shared.faults import AGENT_EVENTS
 
 MODES = ("local", "docker", "auto", "off")
 PROFILES = ("staging", "fast")

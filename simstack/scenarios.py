@@ -34,8 +34,8 @@ import yaml
 
 from .client import ACTIONS, HttpObservation, Observation, observe_http, observe_ws
 from .endpoints import Endpoints
-from .errors import ConfigError
-from .faults import Fault
+from .shared.errors import ConfigError
+from .shared.faults import Fault
 from .toxiproxy import drain_s
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"

@@ -20,10 +20,11 @@ from typing import Any, Iterable
 import httpx
 
 from .endpoints import Endpoints
-from .errors import ConfigError, SimstackError, StartError
-from .faults import NETWORK, Fault
-from .services import (ENV_ADMIN_KEY, ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE,
-                       ENV_STACK_ID, PROXIES)
+from .services import PROXIES
+from .shared.constants import (ENV_ADMIN_KEY, ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE,
+                               ENV_STACK_ID)
+from .shared.errors import ConfigError, SimstackError, StartError
+from .shared.faults import NETWORK, Fault
 from .toxiproxy import Toxiproxy
 
 MODES = ("local", "docker", "auto")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .endpoints import Endpoints
-from .errors import NotRunning, SimstackError
+from .shared.errors import NotRunning, SimstackError
 
 
 def state_dir() -> Path:

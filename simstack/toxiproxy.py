@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import httpx
 
-from .errors import SimstackError
-from .faults import Fault
+from .shared.errors import SimstackError
+from .shared.faults import Fault
 
 _TOXIC_ATTRIBUTES = {
     "latency": lambda p: {"latency": p["latency_ms"], "jitter": p["jitter_ms"]},

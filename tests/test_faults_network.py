@@ -9,7 +9,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosedError
 
-from simstack.errors import ConfigError, SimstackError
+from simstack.shared.errors import ConfigError, SimstackError
 from standin_client import AGENT_EVENTS, connect_ws, http, recv_json, recv_type, run_agent, send_json, start_agent
 
 

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from simstack.errors import ConfigError
+from simstack.shared.errors import ConfigError
 from simstack.scenarios import SCENARIO_DIR, list_scenarios, load_scenario, parse_scenario, run_scenario
 from simstack.stack import mint_token
 
@@ -92,7 +92,7 @@ def test_bad_fault_in_a_scenario_applies_nothing(stack):
 def test_fault_batch_rejected_by_a_standin_rolls_back_what_was_applied(stack):
     # The network fault is applied first; the stand-in then refuses the second (it re-validates
     # what it receives), and the latency toxic must be rolled back.
-    from simstack.faults import Fault
+    from simstack.shared.faults import Fault
     good = Fault.build("latency", "ws", latency_ms=10)
     bad = Fault.build("race_on_accept")
     bad = type(bad)(kind=bad.kind, target="auth", params=bad.params, trigger=bad.trigger, id=bad.id)  # not served by auth

@@ -1,11 +1,11 @@
-"""Triggers (simstack/triggers.py): each rule, seeded replay, and errors that name the field."""
+"""Triggers (simstack/shared/triggers.py): each rule, seeded replay, and errors that name the field."""
 from __future__ import annotations
 
 import pytest
 
-from simstack.errors import ConfigError
-from simstack.faults import Fault
-from simstack.triggers import RULES, Trigger, TriggerState
+from simstack.shared.errors import ConfigError
+from simstack.shared.faults import Fault
+from simstack.shared.triggers import RULES, Trigger, TriggerState
 
 
 def decisions(spec, n: int = 8, **kw) -> list[bool]:

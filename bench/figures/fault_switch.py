@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from simstack.faults import KINDS as FAULT_KINDS
+from simstack.shared.faults import KINDS as FAULT_KINDS
 from simstack.stack import Stack
 
 from ..harness import entry, figure

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .. import images
-from ..errors import NoDockerEngine, PortInUse, StartError
+from ..shared.errors import NoDockerEngine, PortInUse, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT, toxiproxy_env
 from ..state import pid_alive
 from .base import Launched, LaunchSpec

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from ..errors import PortInUse, StartError
+from ..shared.errors import PortInUse, StartError
 from ..services import PROXIES, STANDINS, toxiproxy_env
 from .base import LaunchSpec, Launched
 

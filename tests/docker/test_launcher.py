@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from simstack import images
-from simstack.errors import NoDockerEngine, PortInUse, StartError
+from simstack.shared.errors import NoDockerEngine, PortInUse, StartError
 from simstack.launchers.base import LaunchSpec
 from simstack.launchers.docker import LABEL_STACK, DockerLauncher, docker_client, reap_orphans
 from simstack.services import API, AUTH, PROXIES, TOXIPROXY_API_PORT
