@@ -61,11 +61,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 dest="simstack_override",
                 help="import MODULE and set OBJ.ATTR before collection, e.g. "
                      "'tests.config:STAGING.api_url={api_url}' (repeatable)")
+    g.addoption("--simstack-redirect", metavar="HOST=SERVICE", action="append", default=[], dest="simstack_redirect",
+                help="resolve HOST to the stack's SERVICE (api, ws or auth) inside this process, over TLS with a "
+                     "throwaway CA, e.g. api.staging.example.com=api (repeatable)")
     g.addoption("--simstack-require-traffic", action="store_true", dest="simstack_require_traffic",
                 help="fail a test that passed without real traffic to the stack (e.g. a canned-data fallback)")
     parser.addini("simstack_env", "NAME=TEMPLATE lines exported like --simstack-env", type="linelist", default=[])
     parser.addini("simstack_override", "MODULE:OBJ.ATTR=TEMPLATE lines applied like --simstack-override",
                   type="linelist", default=[])
+    parser.addini("simstack_redirect", "HOST=SERVICE lines applied like --simstack-redirect", type="linelist", default=[])
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Options:
     env: list[tuple[str, str]] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
     require_traffic: bool = False
+    redirects: list = field(default_factory=list)   # simstack.redirect.Redirect
 
     @property
     def enabled(self) -> bool:
@@ -139,7 +144,22 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
         opts.overrides.append(parse_override(line, "ini simstack_override"))
     for spec in ns.simstack_override:
         opts.overrides.append(parse_override(spec, "--simstack-override"))
+    opts.redirects = read_redirects(config, ns, opts.enabled)
     return opts
+
+
+def read_redirects(config: pytest.Config, ns: Any, enabled: bool) -> list:
+    from .redirect import parse_redirects
+    specs = [(line, "ini simstack_redirect") for line in config.getini("simstack_redirect")]
+    specs += [(spec, "--simstack-redirect") for spec in getattr(ns, "simstack_redirect", None) or ()]
+    try:
+        redirects = parse_redirects(specs)
+    except SimstackError as exc:
+        raise _usage(exc.message, exc.hint) from None
+    if ns.simstack_redirect and not enabled:
+        raise _usage(f"--simstack-redirect {ns.simstack_redirect[0]!r} needs a stack to redirect to",
+                     "add --simstack=local (or docker, auto), or --simstack-attach")
+    return redirects
 
 
 def load_scenario_faults(name: str, where: str) -> list[dict]:
@@ -179,6 +199,7 @@ class SimstackSession:
         self._saved_env: dict[str, str | None] = {}
         self._saved_attrs: list[tuple[Any, str, Any]] = []
         self._old_sigterm = None
+        self.redirection = None            # simstack.redirect.Redirection while hosts are redirected
 
     @property
     def mode(self) -> str:
@@ -214,6 +235,9 @@ class SimstackSession:
             if scenario and (self.role == "stack" or not _is_xdist_worker()):   # a shared stack gets it once
                 self._scenario_ids = [f.id for f in self.faults.apply(scenario)]
             self.token = self._first_token()
+            if opts.redirects:
+                from .redirect import Redirection
+                self.redirection = Redirection.start(opts.redirects, self.endpoints)
             self._export_env()
             self._apply_overrides(config)
         except BaseException:
@@ -254,7 +278,10 @@ class SimstackSession:
         env = self.endpoints.env(self.token)
         for var in ("NO_PROXY", "no_proxy"):
             have = [h for h in os.environ.get(var, "").split(",") if h.strip()]
-            env[var] = ",".join(have + [h for h in LOOPBACK if h not in have])
+            redirected = [r.host for r in self.options.redirects] if self.redirection else []
+            env[var] = ",".join(have + [h for h in (*LOOPBACK, *redirected) if h not in have])
+        if self.redirection is not None:
+            env.update(self.redirection.env)
         for name, template in self.options.env:
             env[name] = self.endpoints.render(template, self.token)
         for name, value in env.items():
@@ -305,6 +332,9 @@ class SimstackSession:
             except SimstackError:
                 pass
         self._scenario_ids = []
+        redirection, self.redirection = self.redirection, None
+        if redirection is not None:
+            redirection.stop()
         if self.faults is not None:
             self.faults.close()
             self.faults = None
@@ -435,6 +465,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
                 + (f", scenario {s.scenario}" if s.scenario else "")]
     lines = [f"simstack: {s.mode} stack, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else "")
              + f": api {s.endpoints.api_url}  ws {s.endpoints.ws_url}  auth {s.endpoints.auth_url}"]
+    if s.redirection is not None:
+        lines.append("simstack: redirected (TLS by a throwaway CA): " + ", ".join(s.redirection.describe()))
     if s.note:
         lines.append(f"simstack: {s.note}")
     return lines
