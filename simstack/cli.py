@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("api", "ws", "auth"):
         c.add_argument(f"--{name}-port", type=int, default=0, help=f"host port of the {name} endpoint (0: any free)")
     c.add_argument("--toxiproxy-port", type=int, default=0, help="host port of Toxiproxy's API (0: any free)")
+    c.add_argument("--redirect", metavar="HOST=SERVICE", action="append", default=[],
+                   help="serve TLS for HOST (a throwaway CA) and pass it to SERVICE (api, ws, auth), for clients "
+                        "outside pytest; see `simstack env --redirect` (repeatable)")
 
     c = cmd("down", cmd_down, "stop the running stack(s)")
     c.add_argument("--id", help="only this stack")
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("env", cmd_env, "print export lines for the running stack, with a fresh token")
     c.add_argument("--id")
     c.add_argument("--email", default="e2e-user@staging.netra.test")
+    c.add_argument("--redirect", metavar="HOST=SERVICE", action="append", default=[],
+                   help="also print the CA bundle, the port and /etc/hosts lines for HOST, served by a stack "
+                        "started with `simstack up --redirect HOST=SERVICE` (repeatable)")
 
     c = cmd("logs", cmd_logs, "print a service's log (api, auth, toxiproxy)")
     c.add_argument("service", choices=("api", "auth", "toxiproxy"))
@@ -135,14 +141,20 @@ def _stack_from(args) -> Stack:
                  auth_policy=args.auth_policy, bypass_key=args.bypass_key)
 
 
+def _redirects(args) -> list:
+    from .redirect import parse_redirects
+    return parse_redirects([(spec, "--redirect") for spec in args.redirect])
+
+
 def cmd_up(args) -> int:
+    redirects = _redirects(args)     # bad values stop here, before anything starts
     if args.detach:
         return _detach(args)
     stack = _stack_from(args)
-    return serve(stack, args.scenario, announce=True)
+    return serve(stack, args.scenario, announce=True, redirects=redirects)
 
 
-def serve(stack: Stack, scenario: str | None, announce: bool) -> int:
+def serve(stack: Stack, scenario: str | None, announce: bool, redirects: list | None = None) -> int:
     """Run a stack until SIGINT/SIGTERM, with a record so other commands find it."""
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -150,12 +162,16 @@ def serve(stack: Stack, scenario: str | None, announce: bool) -> int:
     _reap()
     if stack.mode_note:
         print(stack.mode_note, flush=True)
+    redirection = None
     try:
         stack.start()
         if scenario:
             from .scenarios import load_scenario
             stack.faults.apply(load_scenario(scenario).faults)
-        state.write_record(stack, os.getpid(), scenario)
+        if redirects:
+            from .redirect import Redirection
+            redirection = Redirection.serve(redirects, stack.endpoints)
+        state.write_record(stack, os.getpid(), scenario, redirects=redirection.record() if redirection else None)
         if announce:
             print(_describe(stack), flush=True)
             print("Ctrl-C stops the stack.", flush=True)
@@ -165,6 +181,8 @@ def serve(stack: Stack, scenario: str | None, announce: bool) -> int:
         return 0
     finally:
         state.remove_record(stack.id)
+        if redirection is not None:
+            redirection.stop()
         stack.stop()
 
 
@@ -178,6 +196,8 @@ def _detach(args) -> int:
             argv += [f"--{opt.replace('_', '-')}", getattr(args, opt)]
     for n in ("api", "ws", "auth", "toxiproxy"):
         argv += [f"--{n}-port", str(getattr(args, f"{n}_port"))]
+    for spec in args.redirect:
+        argv += ["--redirect", spec]
     before = {r["id"] for r in state.records()}
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -188,6 +208,9 @@ def _detach(args) -> int:
         if new:
             stack_id = new[0]["id"]
             print(_describe_record(new[0]))
+            for host, r in ((new[0].get("redirects") or {}).get("hosts") or {}).items():
+                print(f"  {host} -> {r['service']}, TLS on 127.0.0.1:{r['port']} "
+                      f"(`simstack env --redirect {host}={r['service']}` says how to use it)")
             print(f"Detached (pid {proc.pid}). `simstack down --id {stack_id}` stops it.")
             return 0
         if proc.poll() is not None:
@@ -260,13 +283,19 @@ def cmd_status(args) -> int:
 
 
 def cmd_env(args) -> int:
+    redirects = _redirects(args)
     rec = state.find_record(args.id)
+    if redirects:
+        from .redirect import env_lines
+        redirect_lines = env_lines(rec.get("redirects"), redirects)   # refused before anything is printed
     from .endpoints import Endpoints
     endpoints = Endpoints.from_dict(rec["endpoints"])
     token = mint_token(endpoints, args.email)
     for k, v in endpoints.env(token).items():
         print(f"export {k}={v}")
     print("export NO_PROXY=127.0.0.1,localhost,::1")
+    if redirects:
+        print("\n".join(redirect_lines))
     return 0
 
 

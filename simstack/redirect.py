@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -385,16 +386,25 @@ class Resolver:
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (self.address[r.host], port or 0))]
 
 
+def _free(addr: tuple[str, int]) -> bool:
+    try:
+        with socket.create_server(addr):
+            return True
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------ the whole of it
 
 class Redirection:
     """Resolver + front + trusted CA for one stack, in this process; :meth:`stop` undoes all of it."""
 
-    def __init__(self, redirects: list[Redirect], endpoints: Endpoints):
+    def __init__(self, redirects: list[Redirect], endpoints: Endpoints,
+                 also: dict[str, list[tuple[str, int]]] | None = None):
         self.redirects = redirects
         self.ca = ThrowawayCA.create([r.host for r in redirects])
         try:
-            self.front = Front(redirects, endpoints, self.ca)
+            self.front = Front(redirects, endpoints, self.ca, also)
         except BaseException:
             self.ca.close()
             raise
@@ -413,6 +423,31 @@ class Redirection:
             raise
         return self
 
+    @classmethod
+    def serve(cls, redirects: list[Redirect], endpoints: Endpoints) -> "Redirection":
+        """The front and the CA only, for clients outside this process (``simstack up --redirect``).
+
+        As root, each host also listens on ports 443 and 80 of its own loopback address, so an
+        /etc/hosts line sends any client there; an address already taken (another stack) is skipped."""
+        also: dict[str, list[tuple[str, int]]] = {}
+        if os.geteuid() == 0:
+            for i, r in enumerate(redirects):
+                also[r.host] = [a for a in ((str(FAKE_BASE + i + 1), 443), (str(FAKE_BASE + i + 1), 80)) if _free(a)]
+        self = cls(redirects, endpoints, also)
+        try:
+            self.front.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def record(self) -> dict:
+        """What a state record keeps, so ``simstack env --redirect`` can tell clients how to get here."""
+        return {"ca": str(self.ca.ca_pem), "bundle": str(self.ca.bundle),
+                "hosts": {r.host: {"service": r.service, "port": self.front.ports[r.host],
+                                   "also": [list(a) for a in self.front.also.get(r.host, [])]}
+                          for r in self.redirects}}
+
     @property
     def env(self) -> dict[str, str]:
         """Variables to export: the CA bundle for this process's clients and its child processes."""
@@ -428,3 +463,31 @@ class Redirection:
             self._untrust = None
         self.front.stop()
         self.ca.close()
+
+
+def env_lines(record: dict | None, redirects: list[Redirect]) -> list[str]:
+    """``simstack env --redirect``: what a client outside pytest needs to reach the stack's fronts.
+    Changes nothing on the system; the /etc/hosts lines are printed as comments."""
+    served = (record or {}).get("hosts", {})
+    missing = [r for r in redirects if served.get(r.host, {}).get("service") != r.service]
+    if missing:
+        have = ", ".join(f"{h}={v['service']}" for h, v in served.items()) or "none"
+        want = " ".join(f"--redirect {r.host}={r.service}" for r in redirects)
+        raise ConfigError(f"the running stack does not serve {', '.join(f'{r.host}={r.service}' for r in missing)} "
+                          f"(it serves: {have})", f"start it with `simstack up --detach {want}`")
+    ca = ThrowawayCA.env_for(record["bundle"], record["ca"])
+    lines = [f"export {k}={v}" for k, v in ca.items()]
+    hosts = []
+    for r in redirects:
+        h = served[r.host]
+        ws = "; WebSocket upgrades go to ws" if r.service == "api" else ""
+        lines.append(f"# {r.host} -> {r.service} (TLS or plain HTTP{ws}): 127.0.0.1:{h['port']}, e.g.")
+        lines.append(f"#   curl --cacert {record['ca']} --resolve {r.host}:443:127.0.0.1:{h['port']} https://{r.host}/health")
+        hosts += [f"# {addr} {r.host}" for addr in sorted({a for a, _ in h["also"]})]
+    if hosts:
+        lines.append("# /etc/hosts lines (not applied; as root, add them to send every client on this machine "
+                     "to the stack on ports 443 and 80):")
+        lines += hosts
+    else:
+        lines.append("# no /etc/hosts lines: only a stack started as root listens on ports 443 and 80")
+    return lines

@@ -37,12 +37,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def write_record(stack, pid: int, scenario: str | None = None) -> Path:
+def write_record(stack, pid: int, scenario: str | None = None, redirects: dict | None = None) -> Path:
     path = state_dir() / f"{stack.id}.json"
     record = {"id": stack.id, "mode": stack.mode, "profile": stack.profile, "pid": pid, "created": time.time(),
               "startup_s": stack.startup_s, "scenario": scenario, "endpoints": stack.endpoints.to_dict(),
               "log_dir": str(getattr(stack.launcher, "log_dir", "") or ""),
-              "up_log": os.environ.get("SIMSTACK_UP_LOG")}   # a detached stack's own output
+              "up_log": os.environ.get("SIMSTACK_UP_LOG"),   # a detached stack's own output
+              "redirects": redirects}                         # simstack.redirect.Redirection.record()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path)

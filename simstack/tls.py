@@ -65,7 +65,11 @@ class ThrowawayCA:
 
     def client_env(self) -> dict[str, str]:
         """What a client process needs to trust the CA (and still the public roots)."""
-        return {**{v: str(self.bundle) for v in BUNDLE_VARS}, NODE_VAR: str(self.ca_pem)}
+        return self.env_for(self.bundle, self.ca_pem)
+
+    @staticmethod
+    def env_for(bundle, ca_pem) -> dict[str, str]:
+        return {**{v: str(bundle) for v in BUNDLE_VARS}, NODE_VAR: str(ca_pem)}
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

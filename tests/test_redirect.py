@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -26,6 +27,7 @@ from websockets.sync.client import connect
 from simstack.endpoints import Endpoints
 from simstack.shared.errors import ConfigError
 from simstack.redirect import Redirection, parse_redirects
+from test_cli import cli  # noqa: F401  (fixture)
 from test_plugin import FAST, run
 
 API, AUTH = "api.staging.redirect-test.invalid", "auth.staging.redirect-test.invalid"
@@ -254,3 +256,51 @@ def test_bad_redirect_options_are_usage_errors_before_anything_runs(pytester, ar
     result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+# ------------------------------------------------------------------ clients outside pytest: simstack up/env --redirect
+
+CHILD_CLIENT = '''
+import json, os, socket, ssl, sys
+from websockets.sync.client import connect
+host, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl.create_default_context()           # trusts the CA through SSL_CERT_FILE only
+with socket.create_connection((addr, port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=host) as t:
+    t.sendall(f"GET /health HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n".encode())
+    status = t.recv(100).decode().split("\\r\\n")[0]
+with connect(f"wss://{host}/ws", sock=socket.create_connection((addr, port), timeout=5), open_timeout=10,
+             additional_headers={"Authorization": "Bearer " + os.environ["SIMSTACK_TOKEN"], "X-E2E-Test": "true"}) as ws:
+    first = json.loads(ws.recv(timeout=10))["type"]
+print(status, first)
+'''
+
+
+def test_up_and_env_redirect_tell_a_client_outside_pytest_how_to_reach_the_stack(cli):
+    host = "api.staging.cli-test.invalid"
+    out = cli("up", "--detach", "--profile", "fast", "--redirect", f"{host}=api").stdout
+    assert f"{host} -> api, TLS on 127.0.0.1:" in out
+    env_out = cli("env", "--redirect", f"{host}=api").stdout
+    exports = dict(re.findall(r"^export (\w+)=(\S+)$", env_out, re.M))
+    assert exports["SSL_CERT_FILE"] == exports["REQUESTS_CA_BUNDLE"] and exports["NODE_EXTRA_CA_CERTS"].endswith("ca.pem")
+    port = re.search(rf"^# {re.escape(host)} -> api .*: 127\.0\.0\.1:(\d+)", env_out, re.M).group(1)
+    targets = [("127.0.0.1", port)]
+    if os.geteuid() == 0:      # a root stack also listens on 443 of the host's own address: /etc/hosts lines
+        addr = re.search(rf"^# (127\.77\.13\.\d+) {re.escape(host)}$", env_out, re.M).group(1)
+        targets.append((addr, "443"))
+    for addr, p in targets:
+        child = subprocess.run([sys.executable, "-c", CHILD_CLIENT, host, addr, p], capture_output=True, text=True,
+                               timeout=30, env={**os.environ, **exports})
+        assert child.stdout.split() == ["HTTP/1.1", "200", "OK", "handshake_validation"], child.stderr
+    with pytest.raises(AssertionError, match=r"(?s)exited 2:\n\nsimstack: error: the running stack does not serve auth.staging.cli-test.invalid=auth .*it serves: "
+                                             rf"{re.escape(host)}=api.*simstack up --detach --redirect"):
+        cli("env", "--redirect", "auth.staging.cli-test.invalid=auth")
+    ca_dir = Path(exports["NODE_EXTRA_CA_CERTS"]).parent
+    cli("down")
+    assert not ca_dir.exists()
+
+
+def test_up_with_a_bad_redirect_starts_nothing(cli):
+    proc = cli("up", "--detach", "--redirect", "*.staging.x.invalid=api", check=False)
+    assert proc.returncode == 2
+    assert "wildcard '*.staging.x.invalid'" in proc.stderr and "list each staging host" in proc.stderr
+    assert cli("status", check=False).returncode == 1
