@@ -19,6 +19,7 @@ from .triggers import Trigger
 NETWORK = "network"     # applied by Toxiproxy (bytes: delay, hang, reset, cut)
 PROTOCOL = "protocol"   # applied by the stand-ins (status codes, close codes, races, events)
 TARGETS = ("api", "ws", "auth")
+DEP_PREFIX = "dep:"     # network faults also target a service's link to a dependency: dep:NAME
 AGENT_EVENTS = ("agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed")
 
 
@@ -104,9 +105,11 @@ class Fault:
                               f"allowed kinds: {', '.join(sorted(KINDS))} (`simstack fault kinds` lists them)")
         spec = KINDS[kind]
         target = target or spec.default_target
-        if target not in spec.targets:
+        dep = spec.layer == NETWORK and isinstance(target, str) and target.startswith(DEP_PREFIX) and target[4:]
+        if target not in spec.targets and not dep:
+            more = f", {DEP_PREFIX}NAME (a dependency)" if spec.layer == NETWORK else ""
             raise ConfigError(f"{where}.target: {kind} cannot target {target!r}",
-                              f"allowed targets for {kind}: {', '.join(spec.targets)}")
+                              f"allowed targets for {kind}: {', '.join(spec.targets)}{more}")
         known = {p.name: p for p in spec.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -233,3 +236,12 @@ _protocol("status_override", ("api", "auth"), "any HTTP route answers a fixed st
           Param("path", str, "/api/*", "glob over the path (fnmatch)"),
           Param("method", str, "*", "HTTP method or *"),
           Param("status", int, 500, "status code", minimum=100))
+_protocol("close_after_accept", ("ws",),
+          "the server accepts the WebSocket, then closes it with a chosen code (the staging 1011); "
+          "applicable in front of any service",
+          "HTTP 101, then close <code> '<reason>' (default 1011 'Internal error') with no frame before it",
+          Param("code", int, 1011, "close code sent to the client", minimum=1000),
+          Param("reason", str, "Internal error", "close reason"),
+          Param("after_ms", int, 0, "time after accept before the close", minimum=0),
+          Param("before_first_frame", bool, True, "hold the server's frames back so none reaches the client "
+                "before the close"))
