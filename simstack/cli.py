@@ -15,7 +15,7 @@ import yaml
 from .shared.errors import SimstackError
 from .shared.faults import KINDS, Fault
 from .stack import MODES, PROFILES, FaultControl, Stack, mint_token
-from . import state
+from . import own, state
 
 WS_MODES = {
     "fixed": [],
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--redirect", metavar="HOST=SERVICE", action="append", default=[],
                    help="serve TLS for HOST (a throwaway CA) and pass it to SERVICE (api, ws, auth), for clients "
                         "outside pytest; see `simstack env --redirect` (repeatable)")
+    own.add_options(c)
 
     c = cmd("down", cmd_down, "stop the running stack(s)")
     c.add_argument("--id", help="only this stack")
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fault_kinds)
     f = fsub.add_parser("add", help="apply a fault")
     f.add_argument("kind", help="a kind from `simstack fault kinds`")
-    f.add_argument("--target", choices=("api", "ws", "auth"))
+    f.add_argument("--target", help="api, ws, auth, or dep:NAME (a dependency of a service of yours; network kinds)")
     f.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
     f.add_argument("--trigger", "-t", help="YAML, e.g. '{first: 3}' or '{probability: 0.5, seed: 7}'")
     f.add_argument("--id", dest="fault_id", help="id for the fault (default: kind-<random>)")
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _stack_from(args) -> Stack:
     ports = {n: getattr(args, f"{n}_port") for n in ("api", "ws", "auth") if getattr(args, f"{n}_port", 0)}
     return Stack(mode=args.mode, profile=args.profile, ports=ports, toxiproxy_port=args.toxiproxy_port,
-                 auth_policy=args.auth_policy, bypass_key=args.bypass_key)
+                 auth_policy=args.auth_policy, bypass_key=args.bypass_key, own=own.from_args(args))
 
 
 def _redirects(args) -> list:
@@ -198,6 +199,7 @@ def _detach(args) -> int:
         argv += [f"--{n}-port", str(getattr(args, f"{n}_port"))]
     for spec in args.redirect:
         argv += ["--redirect", spec]
+    argv += own.to_argv(args)
     before = {r["id"] for r in state.records()}
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -24,7 +24,7 @@ from .services import PROXIES
 from .shared.constants import (ENV_ADMIN_KEY, ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE,
                                ENV_STACK_ID)
 from .shared.errors import ConfigError, SimstackError, StartError
-from .shared.faults import NETWORK, Fault
+from .shared.faults import DEP_PREFIX, NETWORK, Fault
 from .toxiproxy import Toxiproxy
 
 MODES = ("local", "docker", "auto")
@@ -59,7 +59,7 @@ def resolve_mode(mode: str) -> tuple[str, str | None]:
 class Stack:
     def __init__(self, mode: str = "local", profile: str = "staging", ports: dict[str, int] | None = None,
                  toxiproxy_port: int = 0, auth_policy: str = "lenient", jwt_secret: str = "simstack-dev-secret",
-                 bypass_key: str | None = None, startup_timeout: float = 30.0):
+                 bypass_key: str | None = None, startup_timeout: float = 30.0, own: Iterable = ()):
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r} is not a mode", f"use one of {', '.join(MODES)}")
         if profile not in PROFILES:
@@ -69,7 +69,11 @@ class Stack:
         unknown = set(ports or {}) - {p.name for p in PROXIES if not p.control}
         if unknown:
             raise ConfigError(f"no endpoint named {', '.join(sorted(unknown))}", "ports are for api, ws and auth")
-        self.mode, self.mode_note = resolve_mode(mode)
+        self.own = {s.name: s for s in own}   # services of yours replacing stand-ins (simstack.own)
+        if self.own and mode == "docker":
+            raise ConfigError("a service of your own (--api-url/--api-cmd, --auth-url/--auth-cmd) runs in local mode only",
+                              "use --mode local (or auto)")
+        self.mode, self.mode_note = ("local", None) if self.own else resolve_mode(mode)
         self.profile = profile
         self.ports = dict(ports or {})
         self.toxiproxy_port = toxiproxy_port
@@ -94,7 +98,8 @@ class Stack:
         self.launcher = _launcher(self.mode)
         atexit.register(self.stop)
         try:
-            launched = self.launcher.start(LaunchSpec(self.id, env, self.ports, self.toxiproxy_port))
+            launched = self.launcher.start(LaunchSpec(self.id, env, self.ports, self.toxiproxy_port, self.own,
+                                                      self.startup_timeout))
             self.upstreams = launched.upstreams
             urls = self._create_proxies(Toxiproxy(launched.toxiproxy_url), launched)
             self.endpoints = Endpoints(
@@ -211,6 +216,13 @@ class FaultControl:
         if taken:
             raise ConfigError(f"fault id(s) already in use: {', '.join(map(repr, taken))}",
                               "give each fault its own id, or remove the active one first (`simstack fault rm ID`)")
+        deps = [f.target for f in built if f.target.startswith(DEP_PREFIX)]
+        if deps:
+            have = sorted(n for n in self.toxi.proxies() if n.startswith(DEP_PREFIX))
+            missing = sorted(set(deps) - set(have))
+            if missing:
+                raise ConfigError(f"no dependency {', '.join(missing)} in this stack (its dependencies: "
+                                  f"{', '.join(have) or 'none'})", "declare one with --api-dep NAME=HOST:PORT")
         done: list[Fault] = []
         try:
             for f in built:

@@ -11,6 +11,8 @@ class LaunchSpec:
     env: dict[str, str]                 # stand-in environment (see simstack.services ENV_*)
     ports: dict[str, int] = field(default_factory=dict)  # proxy name -> wanted host port (0/absent = any)
     toxiproxy_port: int = 0             # wanted host port of Toxiproxy's API (0 = any)
+    own: dict = field(default_factory=dict)  # service name -> OwnService (simstack.own) replacing its stand-in
+    startup_timeout: float = 30.0
 
 
 @dataclass

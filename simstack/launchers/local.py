@@ -36,6 +36,14 @@ def _die_with_parent() -> None:
         pass
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Every child runs in its own session (start_new_session), so its group is its pid."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def find_toxiproxy() -> str:
     """$SIMSTACK_TOXIPROXY_BIN, else the project's bin/, else PATH."""
     explicit = os.environ.get("SIMSTACK_TOXIPROXY_BIN")
@@ -94,12 +102,17 @@ class LocalLauncher:
             upstreams = {}
             env = {**os.environ, **spec.env, "PYTHONDONTWRITEBYTECODE": "1"}
             for svc in STANDINS:
+                if svc.name in spec.own:
+                    continue
                 sock = bind(0, "")
                 upstreams[svc.name] = f"127.0.0.1:{sock.getsockname()[1]}"
                 self._spawn(svc.name, [sys.executable, *svc.command(0, fd=sock.fileno())], env, (sock.fileno(),))
                 sock.close()
             url = self._start_toxiproxy(binary, spec.toxiproxy_port, env)
             self._wait_alive(url)
+            if spec.own:
+                from ..own import start_local
+                upstreams.update(start_local(self, spec.own, url, env, spec.startup_timeout))
         except BaseException:
             self.stop()
             raise
@@ -153,13 +166,13 @@ class LocalLauncher:
         procs, self.procs = list(self.procs.values()), {}
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                _signal_group(p, signal.SIGTERM)   # the group: a command of yours may have children
         deadline = time.monotonic() + 3
         for p in procs:
             try:
                 p.wait(timeout=max(0.05, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
+                _signal_group(p, signal.SIGKILL)
                 p.wait()
         if self._owns_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)

@@ -1,0 +1,251 @@
+"""Your own service in the stack, in place of a stand-in, behind the gateway (:mod:`fakes.gateway`).
+
+    suite -> Toxiproxy listener (network faults) -> gateway (protocol faults) -> your service
+                                                                                  |
+    your service -> Toxiproxy listener `dep:NAME` (network faults) -> its dependency NAME
+
+A service is either a command simstack runs (``--api-cmd 'uvicorn myapp:app --port {port}'``,
+local mode) or one already running (``--api-url http://127.0.0.1:9000``). It declares what it
+calls (``--api-dep redis=127.0.0.1:6379``); simstack puts a Toxiproxy listener in front of each
+dependency and hands the service the listener's address through environment templates
+(``--api-env REDIS_URL=redis://{dep.redis}``), so ``fault add latency --target dep:redis`` slows
+the service's link to it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import httpx
+
+from .shared.errors import ConfigError, StartError
+from .shared.faults import DEP_PREFIX
+
+SERVICES = ("api", "auth")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+GATEWAY_APP = "simstack.fakes.gateway:from_env"
+
+
+@dataclass(frozen=True)
+class OwnService:
+    """A service of yours in place of the ``name`` stand-in (``api`` or ``auth``)."""
+    name: str
+    url: str | None = None            # a service already running
+    cmd: str | None = None            # a command simstack runs; {port} and {dep.NAME} filled in
+    health: str = "/health"
+    deps: dict = field(default_factory=dict)   # dependency name -> host:port it really lives at
+    env: dict = field(default_factory=dict)    # VAR -> template ({port}, {dep.NAME})
+
+    def __post_init__(self) -> None:
+        opt = f"--{self.name}"
+        if self.name not in SERVICES:
+            raise ConfigError(f"no service named {self.name!r} can be replaced", f"use one of {', '.join(SERVICES)}")
+        if (self.url is None) == (self.cmd is None):
+            raise ConfigError(f"{self.name}: give exactly one of {opt}-url and {opt}-cmd",
+                              f"{opt}-url http://127.0.0.1:9000 (already running) or "
+                              f"{opt}-cmd 'uvicorn myapp:app --port {{port}}' (simstack runs it)")
+        if self.url is not None:
+            u = httpx.URL(self.url)
+            if u.scheme not in ("http", "https") or not u.host or u.path not in ("", "/"):
+                raise ConfigError(f"{opt}-url {self.url!r} is not an http(s)://host:port URL without a path",
+                                  "e.g. http://127.0.0.1:9000")
+        if not self.health.startswith("/"):
+            raise ConfigError(f"{opt}-health {self.health!r} is not a path", "e.g. /health")
+        for dep, address in self.deps.items():
+            if not _NAME.match(dep):
+                raise ConfigError(f"{opt}-dep: {dep!r} is not a dependency name",
+                                  "lower-case letters, digits and _, starting with a letter, e.g. redis")
+            if not _ADDRESS.match(address):
+                raise ConfigError(f"{opt}-dep {dep}={address!r}: not a host:port", "e.g. redis=127.0.0.1:6379")
+        fake = {d: "127.0.0.1:1" for d in self.deps}
+        for var, template in self.env.items():
+            self.render(template, 1, fake, f"{opt}-env {var}")
+        if self.cmd is not None:
+            self.render(self.cmd, 1, fake, f"{opt}-cmd")
+
+    def render(self, template: str, port: int, deps: dict, where: str = "template") -> str:
+        """Fill ``{port}`` and ``{dep.NAME}``; a name that is neither is a usage error."""
+        for _text, fieldname, _spec, _conv in string.Formatter().parse(template):
+            if fieldname is None:
+                continue
+            head, _, dep = fieldname.partition(".")
+            if fieldname == "port":
+                continue
+            if head != "dep" or not dep:
+                raise ConfigError(f"{where}: {{{fieldname}}} is not a template name",
+                                  "templates are {port} and {dep.NAME}; write literal braces as {{ and }}")
+            if dep not in deps:
+                declared = ", ".join(sorted(deps)) or "none"
+                raise ConfigError(f"{where}: {{{fieldname}}} names no dependency of {self.name} "
+                                  f"(declared: {declared})",
+                                  f"declare it with --{self.name}-dep {dep}=HOST:PORT")
+        return template.format(port=port, dep=SimpleNamespace(**deps))
+
+    @property
+    def proxies(self) -> dict[str, str]:
+        """Toxiproxy proxy name -> the dependency's real address."""
+        return {f"{DEP_PREFIX}{d}": a for d, a in self.deps.items()}
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    out = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} {item!r} is not NAME=VALUE", f"e.g. {option} redis=127.0.0.1:6379")
+        out[key] = value
+    return out
+
+
+def add_options(parser) -> None:
+    """``simstack up`` options for services of your own."""
+    for name in SERVICES:
+        g = parser.add_argument_group(f"your own {name} service (replaces the {name} stand-in; local mode)")
+        g.add_argument(f"--{name}-url", help="a service already running, e.g. http://127.0.0.1:9000")
+        g.add_argument(f"--{name}-cmd", help="a command simstack runs, e.g. 'uvicorn myapp:app --port {port}'")
+        g.add_argument(f"--{name}-health", default="/health", help="its health path (default /health)")
+        g.add_argument(f"--{name}-dep", action="append", metavar="NAME=HOST:PORT",
+                       help="a dependency it calls; reached through Toxiproxy (fault target dep:NAME)")
+        g.add_argument(f"--{name}-env", action="append", metavar="VAR=TEMPLATE",
+                       help="environment for the command, e.g. REDIS_URL=redis://{dep.redis}")
+
+
+def from_args(args) -> list[OwnService]:
+    out = []
+    for name in SERVICES:
+        url, cmd = getattr(args, f"{name}_url", None), getattr(args, f"{name}_cmd", None)
+        deps, env = getattr(args, f"{name}_dep", None), getattr(args, f"{name}_env", None)
+        if url is None and cmd is None:
+            if deps or env:
+                raise ConfigError(f"--{name}-dep/--{name}-env without --{name}-url or --{name}-cmd",
+                                  f"they describe a service of your own: add --{name}-cmd or --{name}-url")
+            continue
+        out.append(OwnService(name, url=url, cmd=cmd, health=getattr(args, f"{name}_health", "/health"),
+                              deps=_pairs(deps, f"--{name}-dep"), env=_pairs(env, f"--{name}-env")))
+    return out
+
+
+def to_argv(args) -> list[str]:
+    """The options again, for the detached `simstack up`."""
+    argv = []
+    for name in SERVICES:
+        for opt in ("url", "cmd", "health"):
+            value = getattr(args, f"{name}_{opt}", None)
+            if value is not None:
+                argv += [f"--{name}-{opt}", value]
+        for opt in ("dep", "env"):
+            for value in getattr(args, f"{name}_{opt}", None) or ():
+                argv += [f"--{name}-{opt}", value]
+    return argv
+
+
+# ------------------------------------------------------------------ starting them (local mode)
+
+def _tail(text: str, n: int = 600) -> str:
+    text = text.strip()
+    return ("..." + text[-n:]) if len(text) > n else (text or "(empty)")
+
+
+def wait_healthy(svc: OwnService, base_url: str, timeout: float, proc: subprocess.Popen | None = None,
+                 log=lambda: "") -> None:
+    """Poll the health URL until it answers below 500; say why not (last error, log tail) otherwise."""
+    url = f"{base_url.rstrip('/')}{svc.health}"
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with httpx.Client(timeout=2.0, trust_env=False) as http:
+        while True:
+            try:
+                r = http.get(url)
+                if r.status_code < 500:
+                    return
+                last = f"HTTP {r.status_code} {r.text.strip()[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{exc.__class__.__name__}: {exc}"
+            if proc is not None and proc.poll() is not None:
+                raise StartError(f"your {svc.name} command exited with code {proc.returncode} before {url} "
+                                 f"answered (last error: {last}); its log ends: {_tail(log())}",
+                                 f"run it by hand to see why: {svc.cmd}")
+            if time.monotonic() > deadline:
+                if proc is None:
+                    raise StartError(f"your {svc.name} service at {svc.url} did not answer {url} within "
+                                     f"{timeout:.0f} s (last error: {last})",
+                                     f"start it first, or fix --{svc.name}-url / --{svc.name}-health")
+                raise StartError(f"your {svc.name} command never became healthy at {url} within {timeout:.0f} s "
+                                 f"(last error: {last}); its log ends: {_tail(log())}",
+                                 f"check that it listens on {{port}} and serves {svc.health}, "
+                                 f"or set --{svc.name}-health")
+            time.sleep(0.05)
+
+
+def gateway_argv(fd: int) -> list[str]:
+    """The gateway as uvicorn serves it, on an inherited socket (see fakes/serve.py)."""
+    return [sys.executable, "-m", "simstack.fakes.serve", GATEWAY_APP, "--factory", "--fd", str(fd),
+            "--log-level", "warning", "--no-access-log", "--no-server-header", "--no-date-header",
+            "--ws", "websockets-sansio", "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
+            "--timeout-graceful-shutdown", "1"]
+
+
+def gateway_env(svc: OwnService, upstream_url: str) -> dict[str, str]:
+    from simstack.fakes.gateway import ENV_TARGETS, ENV_UPSTREAM
+    return {ENV_UPSTREAM: upstream_url, ENV_TARGETS: "api,ws" if svc.name == "api" else "auth"}
+
+
+def command_argv(svc: OwnService, port: int, deps: dict) -> list[str]:
+    return ["/bin/sh", "-c", "exec " + svc.render(svc.cmd, port, deps, f"--{svc.name}-cmd")]
+
+
+def command_env(svc: OwnService, port: int, deps: dict) -> dict[str, str]:
+    env = {"PORT": str(port)}
+    env.update({var: svc.render(t, port, deps, f"--{svc.name}-env {var}") for var, t in svc.env.items()})
+    return env
+
+
+def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout: float) -> dict[str, str]:
+    """Start each service of yours (or check the running one), its dependency listeners and its gateway.
+
+    Returns service name -> the gateway's ``host:port``, the upstream of the service's proxies."""
+    from .launchers.local import bind
+    from .toxiproxy import Toxiproxy
+    upstreams = {}
+    toxi = Toxiproxy(toxiproxy_url)
+    try:
+        for svc in services.values():
+            deps = {}
+            for dep, address in svc.deps.items():
+                check_reachable(svc, dep, address)
+                created = toxi.create_proxy(f"{DEP_PREFIX}{dep}", "127.0.0.1:0", address)
+                deps[dep] = created["listen"]
+            if svc.cmd is not None:
+                with bind(0, "") as s:
+                    port = s.getsockname()[1]
+                launcher._spawn(svc.name, command_argv(svc, port, deps), {**os.environ, **command_env(svc, port, deps)})
+                base = f"http://127.0.0.1:{port}"
+                wait_healthy(svc, base, timeout, launcher.procs[svc.name], lambda name=svc.name: launcher.logs(name))
+            else:
+                base = svc.url.rstrip("/")
+                wait_healthy(svc, base, min(timeout, 5.0))
+            sock = bind(0, "")
+            upstreams[svc.name] = f"127.0.0.1:{sock.getsockname()[1]}"
+            launcher._spawn(f"{svc.name}-gateway", gateway_argv(sock.fileno()), {**env, **gateway_env(svc, base)},
+                           (sock.fileno(),))
+            sock.close()
+    finally:
+        toxi.close()
+    return upstreams
+
+
+def check_reachable(svc: OwnService, dep: str, address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2.0).close()
+    except OSError as exc:
+        raise StartError(f"dependency {dep} of {svc.name} at {address} does not accept connections ({exc})",
+                         f"start it first, or fix --{svc.name}-dep {dep}=HOST:PORT") from None
