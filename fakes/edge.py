@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simstack.faults import AGENT_EVENTS
+from simstack.shared.faults import AGENT_EVENTS
 
 from .control import FaultBook, Record
 from .tokens import TokenError, verify

@@ -35,7 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from simstack.errors import ConfigError
+from simstack.shared.errors import ConfigError
 
 from . import edge
 from .common import HTTPFaults, json_error
