@@ -82,10 +82,13 @@ class Session:
         self.runs: set[asyncio.Task] = set()
         self.lost_from: int | None = None
         self.event_delay_s = 0.0
+        self.held = False          # close_after_accept: frames held back until the close
 
     # --- frames out: always through the registry
     async def send(self, message: dict) -> None:
         self.registry.lookup(self.conn.id)
+        if self.held:
+            return
         async with self.send_lock:
             await self.ws.send_text(json.dumps(message))
         self.rec.frames_out.append(message.get("type"))
@@ -375,6 +378,10 @@ async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -
     drop = book.fire("drop_connection", "ws", user_id, where=rec)
     if drop:
         limits.append((drop.params["after_ms"] / 1000, 1006, "dropped"))
+    closing = book.fire("close_after_accept", "ws", user_id, where=rec)
+    if closing:
+        limits.append((closing.params["after_ms"] / 1000, closing.params["code"], closing.params["reason"]))
+        session.held = closing.params["before_first_frame"]
     life = book.fire("max_lifetime", "ws", user_id, where=rec)
     if life:
         limits.append((life.params["seconds"], life.params["close_code"], "Maximum connection lifetime reached"))

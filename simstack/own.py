@@ -199,7 +199,10 @@ def gateway_env(svc: OwnService, upstream_url: str) -> dict[str, str]:
 
 
 def command_argv(svc: OwnService, port: int, deps: dict) -> list[str]:
-    return ["/bin/sh", "-c", "exec " + svc.render(svc.cmd, port, deps, f"--{svc.name}-cmd")]
+    """``sh -c`` the command; a simple one is exec'd, so it is the child that dies with simstack."""
+    cmd = svc.render(svc.cmd, port, deps, f"--{svc.name}-cmd")
+    simple = not any(c in cmd for c in ";&|\n()`$<>")
+    return ["/bin/sh", "-c", f"exec {cmd}" if simple else cmd]
 
 
 def command_env(svc: OwnService, port: int, deps: dict) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 HTTP: ``/health``; ``/echo`` answers what it received (method, path, query, headers, body);
 ``/status/N`` answers N with a JSON body; ``/stream`` a chunked body; ``/last-close`` the close code
-and reason the last WebSocket client sent.
+and reason the last WebSocket client sent; ``/dep`` one round trip to the TCP echo at ``$DEP_ADDR``
+(``{"ok": false}`` when it takes longer than ``?timeout_s=``, default 0.3).
 WebSocket ``/ws``: refuses with ``?refuse=N`` (status N, JSON body); accepts (selecting ``jwt-auth``
 only when offered), sends ``hello`` with the headers it got, then answers each frame:
 ``start_agent`` -> the five agent events; ``close`` -> a close with the frame's code and reason;
@@ -12,7 +13,9 @@ Serve: ``python -m uvicorn upstream_app:app --app-dir tests --port N``.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -51,6 +54,19 @@ async def last_close(request: Request) -> JSONResponse:
     return JSONResponse(LAST_CLOSE)
 
 
+async def dep(request: Request) -> JSONResponse:
+    host, _, port = os.environ["DEP_ADDR"].rpartition(":")
+    try:
+        async with asyncio.timeout(float(request.query_params.get("timeout_s", 0.3))):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"ping\n")
+            line = await reader.readline()
+            writer.close()
+    except TimeoutError:
+        return JSONResponse({"ok": False, "error": "dependency timed out"})
+    return JSONResponse({"ok": line == b"ping\n"})
+
+
 async def ws_endpoint(ws: WebSocket) -> None:
     refuse = ws.query_params.get("refuse")
     if refuse:
@@ -87,4 +103,4 @@ async def ws_endpoint(ws: WebSocket) -> None:
 
 app = Starlette(routes=[Route("/health", health), Route("/echo", echo, methods=["GET", "POST", "PUT"]),
                         Route("/status/{code}", status), Route("/stream", stream),
-                        Route("/last-close", last_close), WebSocketRoute("/ws", ws_endpoint)])
+                        Route("/last-close", last_close), Route("/dep", dep), WebSocketRoute("/ws", ws_endpoint)])

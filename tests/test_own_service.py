@@ -1,0 +1,141 @@
+"""A service of your own in the stack (`--api-cmd`, `--api-url`, `--api-dep`, `--api-env`): its
+dependencies behind Toxiproxy, and every bad input refused with what to do, nothing left running."""
+from __future__ import annotations
+
+import os
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from simstack.own import OwnService
+from simstack.shared.errors import ConfigError, StartError
+from simstack.shared.faults import Fault
+from simstack.stack import Stack
+from standin_client import http
+from test_gateway import UPSTREAM_CMD
+
+
+def children() -> set[int]:
+    """Live (not zombie) processes whose parent is this one."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == os.getpid() and stat[0] != "Z":
+                out.add(int(entry))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+
+
+@pytest.fixture(scope="module")
+def echo_dependency():
+    """A TCP echo server on loopback: the dependency the service calls."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def refused_start(*own, timeout: float = 10.0) -> StartError:
+    before = children()
+    with pytest.raises(StartError) as info:
+        Stack(mode="local", profile="fast", own=own, startup_timeout=timeout).start()
+    assert children() <= before, "the failed start left processes running"
+    return info.value
+
+
+# ---------------------------------------------------------------- dependencies through Toxiproxy
+
+def test_a_dependency_fault_slows_the_service_s_link_to_its_dependency(echo_dependency):
+    svc = OwnService("api", cmd=UPSTREAM_CMD, deps={"echo": echo_dependency}, env={"DEP_ADDR": "{dep.echo}"})
+    with Stack(mode="local", profile="fast", own=[svc]) as stack, http(stack.endpoints.api_url) as c:
+        healthy = c.get("/dep").json()
+        stack.faults.add("latency", target="dep:echo", latency_ms=800)
+        listed = [(f["kind"], f["target"]) for f in stack.faults.list()]
+        slowed = c.get("/dep").json()
+        with pytest.raises(ConfigError) as unknown:
+            stack.faults.add("latency", target="dep:nope")
+        stack.faults.reset()
+        recovered = c.get("/dep").json()
+    assert healthy == {"ok": True} and recovered == {"ok": True}
+    assert slowed == {"ok": False, "error": "dependency timed out"}
+    assert ("latency", "dep:echo") in listed
+    assert "no dependency dep:nope" in str(unknown.value)
+
+
+def test_only_network_kinds_can_target_a_dependency():
+    assert Fault.build("latency", "dep:redis").target == "dep:redis"
+    with pytest.raises(ConfigError) as info:
+        Fault.build("close_after_accept", "dep:redis")
+    assert "close_after_accept cannot target 'dep:redis'" in str(info.value)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_a_command_that_exits_names_the_health_url_the_last_error_and_its_log():
+    err = refused_start(OwnService("api", cmd="echo starting-marker; echo broken-config >&2; exit 3"))
+    text = str(err)
+    assert "exited with code 3" in text and "/health" in text and "http://127.0.0.1:" in text
+    assert "last error: ConnectError" in text and "broken-config" in text
+
+
+def test_a_command_that_never_becomes_healthy_is_stopped_and_reported():
+    err = refused_start(OwnService("api", cmd=UPSTREAM_CMD, health="/status/503"), timeout=2)
+    text = str(err)
+    assert "never became healthy" in text and "/status/503" in text and "HTTP 503" in text
+
+
+def test_an_upstream_url_that_refuses_is_reported():
+    port = free_port()
+    err = refused_start(OwnService("api", url=f"http://127.0.0.1:{port}"), timeout=1)
+    assert f"http://127.0.0.1:{port}/health" in str(err) and "ConnectError" in str(err)
+
+
+def test_a_dependency_that_refuses_is_reported():
+    port = free_port()
+    err = refused_start(OwnService("api", cmd=UPSTREAM_CMD, deps={"redis": f"127.0.0.1:{port}"}))
+    assert f"dependency redis of api at 127.0.0.1:{port} does not accept connections" in str(err)
+
+
+@pytest.mark.parametrize("template,expected", [
+    ("redis://{dep.redis}", "{dep.redis} names no dependency of api (declared: none)"),
+    ("{host}", "{host} is not a template name"),
+])
+def test_a_template_naming_nothing_known_is_a_usage_error(template, expected):
+    with pytest.raises(ConfigError) as info:
+        OwnService("api", cmd="serve --port {port}", env={"REDIS_URL": template})
+    assert expected in str(info.value)
+
+
+def test_cli_refuses_a_bad_template_in_one_line_before_starting_anything():
+    r = subprocess.run([sys.executable, "-m", "simstack.cli", "up", "--api-cmd", "serve --port {port} {dep.redis}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.startswith("simstack: error: --api-cmd: {dep.redis} names no dependency of api")
+    assert "Traceback" not in r.stderr
+
+
+def test_a_service_of_your_own_is_refused_in_docker_mode():
+    with pytest.raises(ConfigError) as info:
+        Stack(mode="docker", own=[OwnService("api", url="http://127.0.0.1:9000")])
+    assert "local mode only" in str(info.value)
