@@ -17,7 +17,6 @@ import base64
 import binascii
 import json
 import os
-from dataclasses import dataclass
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -27,6 +26,7 @@ from simstack.shared.constants import ENV_AUTH_POLICY, ENV_JWT_SECRET
 from . import agent
 from .common import json_error
 from .control import FaultBook, Record, Timeline
+from .edge import Refusal
 from .lifecycle import Connection, NotRegistered, Registry, State
 from .timing import Profile
 from .tokens import Policy, TokenError, decode, verify
@@ -227,15 +227,6 @@ class Session:
         if self.ws.application_state is WebSocketState.CONNECTED:
             await self.ws.close(code, reason)
         self.rec.close_code, self.rec.close_reason = code, reason
-
-
-@dataclass
-class Refusal:
-    """How an upgrade is refused before accept: a status with a JSON body, or 403 (close before accept)."""
-    status: int
-    message: str
-    error_code: str = ""
-    headers: dict | None = None
 
 
 def refusal_before_accept(ws: WebSocket, token: str | None, user_id: str, rec: Record) -> Refusal | None:
