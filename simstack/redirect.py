@@ -179,6 +179,9 @@ class Front:
     async def _accept(self, listener: socket.socket, r: Redirect, tls: ssl.SSLContext) -> None:
         while True:
             sock, _ = await self._loop.sock_accept(listener)
+            # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and accepted ones say 0:
+            # without it, Nagle held the first response behind TLS 1.3's session tickets for a delayed ACK (40 ms)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._spawn(self._serve(sock, r, tls))
 
     async def _serve(self, sock: socket.socket, r: Redirect, tls: ssl.SSLContext) -> None:
