@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
+from .control import ADMIN_PREFIX, INTERNAL_HEADER, FaultBook, Timeline, admin_router
 from .timing import Profile, from_env
 
 ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -70,6 +70,10 @@ def create_app(service: str, targets: tuple[str, ...]) -> FastAPI:
     return app
 
 
+def _internal(scope) -> bool:
+    return any(name == INTERNAL_HEADER for name, _ in scope["headers"])
+
+
 class HTTPFaults:
     """Pure ASGI middleware for HTTP requests: records each, applies the profile's
     delay and the HTTP protocol faults (cold_start, status_override, health_hang, slow_ready)."""
@@ -81,7 +85,7 @@ class HTTPFaults:
         if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
-        rec = self.timeline.open("http", method=method, path=path)
+        rec = self.timeline.open("http", internal=_internal(scope), method=method, path=path)
         t0 = time.perf_counter()
 
         async def recording_send(message):

@@ -16,6 +16,8 @@ from simstack.shared.constants import ENV_ADMIN_KEY
 from simstack.shared.triggers import TriggerState
 
 ADMIN_PREFIX = "/__simstack"
+INTERNAL_HEADER = b"x-simstack-internal"   # on simstack's own requests (e.g. the token it mints for a session)
+INTERNAL_LABEL = "simstack:internal"        # their label: never a test's, never mistaken for the suite's
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Record:
     kind: str                      # "http" | "ws"
     label: str | None              # the test that caused it (set via /__simstack/mark)
     started: float
+    session: str | None = None     # the marking session (a pytest run), so shared stacks keep runs apart
     method: str = ""
     path: str = ""
     status: int | None = None
@@ -110,9 +113,12 @@ class Timeline:
         self._version = itertools.count(1)
         self.version = 0
         self.label: str | None = None
+        self.session: str | None = None
 
-    def open(self, kind: str, **fields) -> Record:
-        rec = Record(seq=next(self._seq), kind=kind, label=self.label, started=time.time(), **fields)
+    def open(self, kind: str, internal: bool = False, **fields) -> Record:
+        """A new record, attributed to the current mark, or to simstack itself when ``internal``."""
+        label, session = (INTERNAL_LABEL, None) if internal else (self.label, self.session)
+        rec = Record(seq=next(self._seq), kind=kind, label=label, session=session, started=time.time(), **fields)
         self._records.append(rec)
         self.touch(rec)
         return rec
@@ -120,9 +126,9 @@ class Timeline:
     def touch(self, rec: Record) -> None:
         rec.version = self.version = next(self._version)
 
-    def since(self, version: int = 0, label: str | None = None) -> list[dict]:
-        return [r.to_dict() for r in self._records
-                if r.version > version and (label is None or r.label == label)]
+    def since(self, version: int = 0, label: str | None = None, session: str | None = None) -> list[dict]:
+        return [r.to_dict() for r in self._records if r.version > version and (label is None or r.label == label)
+                and (session is None or r.session == session)]
 
     def clear(self) -> None:
         self._records.clear()
@@ -184,12 +190,13 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     @r.post("/mark")
     async def mark(request: Request) -> dict:
         body = await request.json()
-        timeline.label = body.get("label") if isinstance(body, dict) else None
-        return {"label": timeline.label, "version": timeline.version}
+        body = body if isinstance(body, dict) else {}
+        timeline.label, timeline.session = body.get("label"), body.get("session")
+        return {"label": timeline.label, "session": timeline.session, "version": timeline.version}
 
     @r.get("/timeline")
-    async def get_timeline(since: int = 0, label: str | None = None) -> dict:
-        return {"version": timeline.version, "records": timeline.since(since, label)}
+    async def get_timeline(since: int = 0, label: str | None = None, session: str | None = None) -> dict:
+        return {"version": timeline.version, "records": timeline.since(since, label, session)}
 
     @r.delete("/timeline")
     async def clear_timeline() -> dict:

@@ -12,16 +12,22 @@ from pathlib import Path
 
 import yaml
 
-from .shared.errors import SimstackError
+from .shared.errors import NotRunning, SimstackError
 from .shared.faults import KINDS, Fault
-from .stack import MODES, PROFILES, FaultControl, Stack, mint_token
+from .stack import MODES, PROFILES, FaultControl, Stack
 from . import own, state
 
+# `ws-mode healthy` is "no WebSocket fault at all". It was called `fixed`, which read like
+# `race_on_accept -p fixed=true` (the slow registration *with* the fix): that name stays as a
+# deprecated alias that says so.
 WS_MODES = {
-    "fixed": [],
+    "healthy": [],
     "race_on_accept": [{"kind": "race_on_accept", "target": "ws", "params": {"fixed": False}}],
     "setup_error": [{"kind": "setup_error", "target": "ws"}],
 }
+WS_MODE_ALIASES = {"fixed": "healthy"}
+ENV_CLI_JWT_SECRET = "SIMSTACK_JWT_SECRET"    # `simstack up --jwt-secret` default; keeps it out of `ps`
+ENV_CLI_BYPASS_KEY = "SIMSTACK_BYPASS_KEY"    # `simstack up --bypass-key` default; likewise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        state.reap()   # what killed commands and sessions left behind
         return args.func(args) or 0
     except SimstackError as exc:
-        print(f"simstack: error: {exc}", file=sys.stderr)
+        print(f"simstack: error: {exc.message}" + (f" -> {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `simstack watch | head`
+        return 0
+    except Exception as exc:   # never a traceback: say what happened and how to see more
+        if os.environ.get("SIMSTACK_DEBUG"):
+            raise
+        print(f"simstack: error: unexpected {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              " -> this is a simstack bug: rerun with SIMSTACK_DEBUG=1 to see where, and report it", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--detach", action="store_true", help="return once healthy; the stack keeps running")
     c.add_argument("--scenario", help="apply this scenario's faults once the stack is up")
     c.add_argument("--auth-policy", choices=("lenient", "strict"), default="lenient")
-    c.add_argument("--bypass-key", help="require this X-E2E-Bypass-Key on /auth/e2e/test-auth")
+    c.add_argument("--bypass-key", default=os.environ.get(ENV_CLI_BYPASS_KEY) or None,
+                   help=f"require this X-E2E-Bypass-Key on /auth/e2e/test-auth (prefer ${ENV_CLI_BYPASS_KEY}: "
+                        "an option is visible in `ps`)")
+    c.add_argument("--jwt-secret", default=os.environ.get(ENV_CLI_JWT_SECRET) or None,
+                   help=f"HS256 secret the stand-ins sign and verify with (prefer ${ENV_CLI_JWT_SECRET}); default: "
+                        "random per stack in strict mode, the public simstack-dev-secret in lenient mode")
     for name in ("api", "ws", "auth"):
         c.add_argument(f"--{name}-port", type=int, default=0, help=f"host port of the {name} endpoint (0: any free)")
     c.add_argument("--toxiproxy-port", type=int, default=0, help="host port of Toxiproxy's API (0: any free)")
@@ -82,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("service", choices=("api", "auth", "toxiproxy"))
     c.add_argument("--id")
 
-    c = cmd("ws-mode", cmd_ws_mode, "switch the WebSocket behaviour of the running stack")
-    c.add_argument("behaviour", choices=tuple(WS_MODES))
+    c = cmd("ws-mode", cmd_ws_mode, "switch the WebSocket behaviour of the running stack: healthy (no fault), "
+            "race_on_accept (the 1011 race, unfixed) or setup_error")
+    c.add_argument("behaviour", choices=tuple(WS_MODES) + tuple(WS_MODE_ALIASES),
+                   help="`fixed` is a deprecated name of healthy")
     c.add_argument("--id")
 
     c = cmd("fault", None, "add, list, remove and reset faults on the running stack")
@@ -139,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _stack_from(args) -> Stack:
     ports = {n: getattr(args, f"{n}_port") for n in ("api", "ws", "auth") if getattr(args, f"{n}_port", 0)}
     return Stack(mode=args.mode, profile=args.profile, ports=ports, toxiproxy_port=args.toxiproxy_port,
-                 auth_policy=args.auth_policy, bypass_key=args.bypass_key, own=own.from_args(args))
+                 auth_policy=args.auth_policy, bypass_key=args.bypass_key, jwt_secret=args.jwt_secret,
+                 own=own.from_args(args))
 
 
 def _redirects(args) -> list:
@@ -189,21 +212,28 @@ def serve(stack: Stack, scenario: str | None, announce: bool, redirects: list | 
 
 def _detach(args) -> int:
     """Start `simstack up` in its own session and wait until its record appears."""
-    log = state.state_dir() / f"up-{int(time.time() * 1000)}.log"
+    # Named after this process, so a later command removes it if we both die before the record exists.
+    log = state.state_dir() / f"up-{state.owner_mark().replace(' ', '-')}-{int(time.time() * 1000)}.log"
     argv = [sys.executable, "-m", "simstack.cli", "up", "--mode", args.mode, "--profile", args.profile,
             "--auth-policy", args.auth_policy]
-    for opt in ("scenario", "bypass_key"):
-        if getattr(args, opt):
-            argv += [f"--{opt.replace('_', '-')}", getattr(args, opt)]
+    if args.scenario:
+        argv += ["--scenario", args.scenario]
     for n in ("api", "ws", "auth", "toxiproxy"):
         argv += [f"--{n}-port", str(getattr(args, f"{n}_port"))]
     for spec in args.redirect:
         argv += ["--redirect", spec]
     argv += own.to_argv(args)
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_CLI_BYPASS_KEY, ENV_CLI_JWT_SECRET)}
+    env["SIMSTACK_UP_LOG"] = str(log)
+    if args.bypass_key:   # secrets travel in the environment (owner-only), never on a command line
+        env[ENV_CLI_BYPASS_KEY] = args.bypass_key
+    if args.jwt_secret:
+        env[ENV_CLI_JWT_SECRET] = args.jwt_secret
     before = {r["id"] for r in state.records()}
-    with open(log, "ab") as out:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "SIMSTACK_UP_LOG": str(log)})
+                                start_new_session=True, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         new = [r for r in state.records() if r["id"] not in before and r["pid"] == proc.pid]
@@ -272,6 +302,7 @@ def _describe_record(rec: dict) -> str:
 
 
 def cmd_status(args) -> int:
+    _reap()
     live = state.records()
     if not live:
         print("no stack is running (`simstack up --detach` starts one)")
@@ -286,15 +317,16 @@ def cmd_status(args) -> int:
 
 def cmd_env(args) -> int:
     redirects = _redirects(args)
-    rec = state.find_record(args.id)
-    if redirects:
-        from .redirect import env_lines
-        redirect_lines = env_lines(rec.get("redirects"), redirects)   # refused before anything is printed
-    from .endpoints import Endpoints
-    endpoints = Endpoints.from_dict(rec["endpoints"])
-    token = mint_token(endpoints, args.email)
-    for k, v in endpoints.env(token).items():
-        print(f"export {k}={v}")
+    stack = Stack.attach(args.id)
+    try:
+        if redirects:
+            from .redirect import env_lines
+            redirect_lines = env_lines(stack.record.get("redirects"), redirects)   # refused before anything is printed
+        token = stack.token(args.email)
+        for k, v in stack.endpoints.env(token).items():
+            print(f"export {k}={v}")
+    finally:
+        stack.stop()
     print("export NO_PROXY=127.0.0.1,localhost,::1")
     if redirects:
         print("\n".join(redirect_lines))
@@ -305,7 +337,10 @@ def cmd_logs(args) -> int:
     rec = state.find_record(args.id)
     if rec["mode"] == "local":
         path = os.path.join(rec["log_dir"], f"{args.service}.log")
-        print(open(path, errors="replace").read() if os.path.exists(path) else f"(no log at {path})", end="")
+        if not os.path.exists(path):
+            raise SimstackError(f"stack {rec['id']} has no {args.service} log at {path}",
+                                "is the stack still running? `simstack status`")
+        print(open(path, errors="replace").read(), end="")
     else:
         from .launchers.docker import container_logs
         print(container_logs(rec["id"], args.service), end="")
@@ -315,16 +350,22 @@ def cmd_logs(args) -> int:
 # ------------------------------------------------------------------ faults
 
 def _control(args) -> FaultControl:
-    return FaultControl(state.find_running(getattr(args, "id", None)))
+    """The fault API of the running stack (``--id``/``--stack`` picks one of several)."""
+    return Stack.attach(getattr(args, "id", None)).faults
 
 
 def cmd_ws_mode(args) -> int:
+    behaviour = args.behaviour
+    if behaviour in WS_MODE_ALIASES:
+        behaviour = WS_MODE_ALIASES[behaviour]
+        print(f"simstack: `ws-mode {args.behaviour}` is deprecated: it means `ws-mode {behaviour}` (no WebSocket "
+              f"fault), not race_on_accept with fixed=true", file=sys.stderr)
     control = _control(args)
     for f in control.list():
         if f["kind"] in ("race_on_accept", "setup_error"):
             control.remove(f["id"])
-    applied = control.apply(WS_MODES[args.behaviour])
-    print(f"ws-mode {args.behaviour}" + (f": {', '.join(f.id for f in applied)}" if applied else ": no fault"))
+    applied = control.apply(WS_MODES[behaviour])
+    print(f"ws-mode {behaviour}" + (f": {', '.join(f.id for f in applied)}" if applied else ": no fault"))
     return 0
 
 
@@ -369,7 +410,8 @@ def cmd_fault_add(args) -> int:
         try:
             trigger = yaml.safe_load(args.trigger)
         except yaml.YAMLError as exc:
-            raise SimstackError(f"--trigger {args.trigger!r} is not valid YAML ({exc})", "e.g. --trigger '{first: 3}'") from None
+            why = " ".join(line.strip() for line in str(exc).splitlines() if line.strip() and line.strip() != "^")
+            raise SimstackError(f"--trigger {args.trigger!r} is not valid YAML ({why})", "e.g. --trigger '{first: 3}'") from None
     fault = Fault.build(args.kind, args.target, trigger, args.fault_id, where="fault",
                         **_parse_params(args.param))   # a bad request is refused before looking for a stack
     fault = _control(args).apply([fault])[0]
@@ -413,19 +455,15 @@ def cmd_scenario_run(args) -> int:
     from .scenarios import format_result, load_scenario, run_scenario
     scenarios = [load_scenario(n) for n in args.names]   # every file is checked before anything runs
     try:
-        endpoints = state.find_running(args.id)
-        owned = None
-    except SimstackError:
+        stack = Stack.attach(args.id)
+    except NotRunning:
         if args.id:
             raise
-        owned = Stack(mode=args.mode, profile=args.profile).start()
-        endpoints = owned.endpoints
-    control = FaultControl(endpoints)
+        stack = Stack(mode=args.mode, profile=args.profile).start()
     try:
-        results = [run_scenario(s, endpoints, control, lambda email: mint_token(endpoints, email)) for s in scenarios]
+        results = [run_scenario(s, stack) for s in scenarios]
     finally:
-        if owned:
-            owned.stop()
+        stack.stop()   # stops only a stack started here
     for r in results:
         print(format_result(r))
     return 0 if all(r.passed for r in results) else 1

@@ -2,16 +2,18 @@
 
     pytest --simstack=local [--simstack-scenario repro-1011]
            [--simstack-env 'STAGING_API_URL={api_url}'] [--simstack-override 'pkg.config:STAGING.api_url={api_url}']
-           [--simstack-require-traffic]
+           [--simstack-require-traffic [--simstack-no-traffic-ok 'tests/unit/*']]
 
 Off by default (``--simstack=off``). When on, the stack starts before the suite's
 conftest.py files and test modules are imported, so import-time health probes
 and config modules already see it, and stops when the session ends, also on
 Ctrl-C or SIGTERM. Every test is marked in the stand-ins' timeline; the terminal
-summary shows the traffic each test caused. See docs/pytest.md.
+summary shows the traffic each test caused (this session's only), with each connection's final
+close code. See the README's "pytest plugin" section.
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
 import os
@@ -20,6 +22,8 @@ import signal
 import string
 import sys
 import threading
+import time
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import MutableMapping
@@ -52,8 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="timing profile of the stack (default: staging; fast adds no delays)")
     g.addoption("--simstack-scenario", metavar="NAME", dest="simstack_scenario",
                 help="apply this scenario's faults for the whole run (a name from scenarios/ or a path)")
-    g.addoption("--simstack-attach", action="store_true", dest="simstack_attach",
-                help="use the stack started by `simstack up --detach` instead of starting one")
+    g.addoption("--simstack-attach", nargs="?", const="", default=None, metavar="ID", dest="simstack_attach",
+                help="use the stack started by `simstack up --detach` instead of starting one; with several "
+                     "running, pick one with --simstack-attach=ID (ids: `simstack status`)")
     g.addoption("--simstack-env", metavar="NAME=TEMPLATE", action="append", default=[], dest="simstack_env",
                 help="export NAME before collection, e.g. STAGING_API_URL={api_url}; keys: "
                      + ", ".join("{%s}" % k for k in TEMPLATE_KEYS) + " (repeatable)")
@@ -66,10 +71,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "throwaway CA, e.g. api.staging.example.com=api (repeatable)")
     g.addoption("--simstack-require-traffic", action="store_true", dest="simstack_require_traffic",
                 help="fail a test that passed without real traffic to the stack (e.g. a canned-data fallback)")
+    g.addoption("--simstack-no-traffic-ok", metavar="PATTERN", action="append", default=[],
+                dest="simstack_no_traffic_ok",
+                help="with --simstack-require-traffic: tests whose node id matches this glob may pass without "
+                     "touching the stack (pure-logic tests), e.g. 'tests/unit/*' (repeatable)")
     parser.addini("simstack_env", "NAME=TEMPLATE lines exported like --simstack-env", type="linelist", default=[])
     parser.addini("simstack_override", "MODULE:OBJ.ATTR=TEMPLATE lines applied like --simstack-override",
                   type="linelist", default=[])
     parser.addini("simstack_redirect", "HOST=SERVICE lines applied like --simstack-redirect", type="linelist", default=[])
+    parser.addini("simstack_no_traffic_ok", "node id globs that may pass without traffic, like "
+                  "--simstack-no-traffic-ok", type="linelist", default=[])
 
 
 @dataclass(frozen=True)
@@ -85,15 +96,19 @@ class Options:
     mode: str = "off"
     profile: str = "staging"
     scenario: str | None = None
-    attach: bool = False
+    attach: str | None = None          # None: start a stack; "": the running one; else that stack's id
     env: list[tuple[str, str]] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
     require_traffic: bool = False
     redirects: list = field(default_factory=list)   # simstack.redirect.Redirect
+    no_traffic_ok: list[str] = field(default_factory=list)   # node id globs
 
     @property
     def enabled(self) -> bool:
-        return self.attach or self.mode != "off"
+        return self.attach is not None or self.mode != "off"
+
+    def may_skip_traffic(self, nodeid: str) -> bool:
+        return any(fnmatch.fnmatchcase(nodeid, p) for p in self.no_traffic_ok)
 
 
 def _usage(message: str, allowed: str) -> pytest.UsageError:
@@ -135,7 +150,8 @@ def parse_override(spec: str, where: str) -> Override:
 def read_options(config: pytest.Config, ns: Any) -> Options:
     """Options from the command line namespace and the ini file; raises UsageError on bad values."""
     opts = Options(mode=ns.simstack, profile=ns.simstack_profile, scenario=ns.simstack_scenario,
-                   attach=ns.simstack_attach, require_traffic=ns.simstack_require_traffic)
+                   attach=ns.simstack_attach, require_traffic=ns.simstack_require_traffic,
+                   no_traffic_ok=[*config.getini("simstack_no_traffic_ok"), *ns.simstack_no_traffic_ok])
     for line in config.getini("simstack_env"):
         opts.env.append(parse_env(line, "ini simstack_env"))
     for spec in ns.simstack_env:
@@ -200,10 +216,13 @@ class SimstackSession:
         self._saved_attrs: list[tuple[Any, str, Any]] = []
         self._old_sigterm = None
         self.redirection = None            # simstack.redirect.Redirection while hosts are redirected
+        self.nonce = uuid.uuid4().hex[:12]   # this session's traffic, told apart from earlier sessions' on a shared stack
 
     @property
     def mode(self) -> str:
-        return self.stack.mode if self.stack is not None else ("attached" if self.role == "attached" else "-")
+        if self.role == "attached":
+            return "attached"
+        return self.stack.mode if self.stack is not None else "-"
 
     @property
     def profile(self) -> str:
@@ -214,11 +233,14 @@ class SimstackSession:
         return self.options.scenario
 
     def mint_token(self, email: str = "e2e-user@staging.netra.test") -> str:
-        from .stack import mint_token
-        return mint_token(self.endpoints, email, getattr(self.stack, "bypass_key", None))
+        return self.stack.token(email)
 
     def timeline(self, label: str | None = None) -> list[dict]:
-        return self.faults.timeline(label=label)[0]
+        """This session's records (of one test with ``label``)."""
+        return self.faults.timeline(label=label, session=self.nonce)[0]
+
+    def mark(self, label: str | None) -> None:
+        self.faults.mark(label, session=self.nonce if label else None)
 
     # -- lifecycle
     def start(self, config: pytest.Config) -> None:
@@ -245,14 +267,10 @@ class SimstackSession:
             raise
 
     def _first_token(self) -> str:
-        import httpx
         try:
             return self.mint_token()
-        except httpx.HTTPError as exc:
-            raise _usage(f"the auth stand-in gave no token at {self.endpoints.auth_control_url}"
-                         f"/auth/e2e/test-auth: {exc}",
-                         "is the stack healthy (`simstack status`)? A stack started with --bypass-key "
-                         "needs the same key") from None
+        except SimstackError as exc:
+            raise _usage(f"no token for the session: {exc.message}", exc.hint or "`simstack status`") from None
 
     def _start_stack(self) -> None:
         from .stack import Stack
@@ -266,13 +284,19 @@ class SimstackSession:
         self.endpoints, self.faults = self.stack.endpoints, self.stack.faults
 
     def _attach(self) -> None:
-        from .stack import FaultControl
+        from .stack import Stack
+        wanted = self.options.attach or None
         try:
-            from .state import find_running
-            self.endpoints = find_running()
+            self.stack = Stack.attach(wanted)
         except SimstackError as exc:
-            raise _usage(f"--simstack-attach: {exc.message}", exc.hint or "start one with `simstack up --detach`") from None
-        self.faults = FaultControl(self.endpoints)
+            hint = exc.hint or "start one with `simstack up --detach`"
+            if wanted and ("/" in wanted or wanted.endswith(".py") or os.path.exists(wanted)):
+                hint = (f"{wanted!r} looks like a test path, not a stack id: write --simstack-attach=ID, "
+                        "or put --simstack-attach after the test paths")
+            elif "pick one with --id" in hint:
+                hint = "pick one with --simstack-attach=ID (ids: `simstack status`)"
+            raise _usage(f"--simstack-attach: {exc.message}", hint) from None
+        self.endpoints, self.faults = self.stack.endpoints, self.stack.faults
 
     def _export_env(self) -> None:
         env = self.endpoints.env(self.token)
@@ -328,19 +352,17 @@ class SimstackSession:
             for fid in self._scenario_ids:
                 self.remove(fid)
             try:
-                self.faults.mark(None)
+                self.mark(None)
             except SimstackError:
                 pass
         self._scenario_ids = []
         redirection, self.redirection = self.redirection, None
         if redirection is not None:
             redirection.stop()
-        if self.faults is not None:
-            self.faults.close()
-            self.faults = None
+        self.faults = None
         stack, self.stack = self.stack, None
         if stack is not None:
-            stack.stop()
+            stack.stop()   # an attached stack keeps running
         self._restore_sigterm()
 
     def _trap_sigterm(self) -> None:
@@ -425,9 +447,14 @@ def _begin(config: pytest.Config, ns: Any) -> None:
     opts = read_options(config, ns)
     if not opts.enabled:
         return
-    role = "attached" if opts.attach else ("controller" if _is_xdist_controller(ns) else "stack")
+    role = "attached" if opts.attach is not None else ("controller" if _is_xdist_controller(ns) else "stack")
     session = SimstackSession(opts, role)
-    session.start(config)
+    try:
+        session.start(config)   # stops whatever it started before re-raising
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM during start-up: one line, pytest's "interrupted" code
+        sys.stderr.write("simstack: interrupted while starting the stack; everything it started is stopped\n")
+        sys.stderr.flush()
+        raise SystemExit(int(pytest.ExitCode.INTERRUPTED)) from None
     config.stash[_SESSION] = session
 
 
@@ -558,7 +585,7 @@ def _marker_faults(item: pytest.Item) -> list:
 def pytest_runtest_setup(item: pytest.Item):
     s = _active(item.config)
     if s is not None:
-        s.faults.mark(item.nodeid)
+        s.mark(item.nodeid)
         wanted = _marker_faults(item)
         if wanted:
             item.stash[_MARKER_FAULTS] = s.apply(wanted)
@@ -596,6 +623,9 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
+NO_TRAFFIC = "passed without touching the stack"
+
+
 def missing_traffic(t: dict) -> str | None:
     """Why a passed test did not really exercise the stack, or None."""
     if t["ws_accepted"] and t["ws_silent"] == t["ws_accepted"]:
@@ -604,7 +634,7 @@ def missing_traffic(t: dict) -> str | None:
                 f"from the server (close codes: {closes}): did it fall back to canned data?")
     answered = t["http"] + t["ws_refused"] + (t["ws_accepted"] - t["ws_silent"])
     if not answered:
-        return "passed without touching the stack: no HTTP request or WebSocket connection reached it"
+        return f"{NO_TRAFFIC}: no HTTP request or WebSocket connection reached it"
     return None
 
 
@@ -614,17 +644,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     s = _active(item.config)
     if s is not None and call.when == "call":
         try:
-            traffic = summarize(s.faults.timeline(label=item.nodeid)[0])
+            traffic = summarize(s.timeline(label=item.nodeid))
         except SimstackError as exc:
             traffic = {"error": exc.message}
         item.user_properties.append((TRAFFIC_PROPERTY, json.dumps(traffic)))
     report = yield
     if traffic and s.options.require_traffic and report.passed and "error" not in traffic:
         why = missing_traffic(traffic)
-        if why:
+        if why and why.startswith(NO_TRAFFIC) and s.options.may_skip_traffic(item.nodeid):
+            traffic["no_traffic_ok"] = True   # allowed by --simstack-no-traffic-ok: its own outcome
+            _set_traffic(report.user_properties, traffic)
+        elif why:
             report.outcome = "failed"
             report.longrepr = f"simstack --simstack-require-traffic: {item.nodeid} {why}"
     return report
+
+
+def _set_traffic(props: list, traffic: dict) -> None:
+    for i, (name, _) in enumerate(props):
+        if name == TRAFFIC_PROPERTY:
+            props[i] = (TRAFFIC_PROPERTY, json.dumps(traffic))
+
+
+SETTLE_S = 2.0   # at session end, how long to wait for connections still closing to record their close code
+
+
+def _settled_records(s: SimstackSession) -> list[dict]:
+    """This session's records once no accepted WebSocket is still closing (or SETTLE_S passed)."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        records = s.timeline()
+        open_ws = [r for r in records if r["kind"] == "ws" and r.get("status") == 101 and r.get("close_code") is None]
+        if not open_ws or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Re-read each test's traffic at the end, so connections that were still closing when their test
+    ended count with their final close code (the summary and reports show these final figures)."""
+    s = _active(session.config)
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if s is None or tr is None:
+        return
+    try:
+        records = _settled_records(s)
+    except SimstackError:
+        return   # the per-test figures stay
+    by_label: dict[str, list[dict]] = {}
+    for r in records:
+        by_label.setdefault(r.get("label"), []).append(r)
+    for reports in tr.stats.values():
+        for rep in reports:
+            t = _traffic_of(rep) if getattr(rep, "when", None) == "call" else None
+            if t is not None and "error" not in t:
+                final = summarize(by_label.get(rep.nodeid, []))
+                if t.get("no_traffic_ok"):
+                    final["no_traffic_ok"] = True
+                _set_traffic(rep.user_properties, final)
 
 
 def _traffic_of(report) -> dict | None:
@@ -650,10 +728,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     elif s is not None:
         tr.line("one stack per xdist worker" + (f", scenario {s.scenario}" if s.scenario else ""))
     tr.line(f"{'http':>5} {'ws':>4} {'events':>6}  {'ws closes':<14} {'faults fired':<28} {'outcome':<7} test")
+    untouched = 0
     for nodeid, outcome, t in sorted(rows):
+        if t.get("no_traffic_ok") and outcome == "passed":
+            outcome, untouched = "no I/O", untouched + 1
         if "error" in t:
             tr.line(f"{'?':>5} {'?':>4} {'?':>6}  {'':<14} {'':<28} {outcome:<7} {nodeid} ({t['error']})")
             continue
         closes = ",".join(f"{c}x{n}" if n > 1 else str(c) for c, n in Counter(t["closes"]).items()) or "-"
         fired = ",".join(t["faults"]) or "-"
         tr.line(f"{t['http']:>5} {t['ws']:>4} {t['events']:>6}  {closes:<14} {fired:<28} {outcome:<7} {nodeid}")
+    if untouched:
+        tr.line(f"no I/O: {untouched} test(s) {NO_TRAFFIC}, allowed by --simstack-no-traffic-ok / "
+                "simstack_no_traffic_ok")

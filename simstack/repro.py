@@ -11,7 +11,7 @@ It exits 0 only when all three show their expected signature.
 from __future__ import annotations
 
 from .scenarios import ScenarioResult, format_result, load_scenario, run_scenario
-from .stack import Stack, mint_token
+from .stack import Stack
 
 PHASES = (("race_on_accept (bug)", "repro-1011"), ("fixed (fix deployed)", "fix-1011"),
           ("setup_error (fix deployed)", "setup-error-1011"))
@@ -27,8 +27,7 @@ def run(mode: str = "local", profile: str = "staging", out=print) -> int:
         results, server_views = [], []
         for title, name in PHASES:
             stack.faults.mark(f"repro:{name}")
-            result = run_scenario(load_scenario(name), stack.endpoints, stack.faults,
-                                  lambda email: mint_token(stack.endpoints, email))
+            result = run_scenario(load_scenario(name), stack)
             records, _ = stack.faults.timeline(label=f"repro:{name}")
             server_views.append([r for r in records if r["kind"] == "ws"])
             results.append(result)

@@ -33,7 +33,6 @@ from typing import Any
 import yaml
 
 from .client import ACTIONS, HttpObservation, Observation, observe_http, observe_ws
-from .endpoints import Endpoints
 from .shared.errors import ConfigError
 from .shared.faults import Fault
 from .toxiproxy import drain_s
@@ -170,14 +169,15 @@ class ScenarioResult:
         return all(c.ok for c in self.checks)
 
 
-def run_scenario(scenario: Scenario, endpoints: Endpoints, faults, token_for) -> ScenarioResult:
+def run_scenario(scenario: Scenario, stack) -> ScenarioResult:
     """Apply the scenario's faults to a running stack, observe with real clients, check, reset.
 
-    ``faults`` is the stack's FaultControl; ``token_for(email)`` mints a token from the auth stand-in."""
+    ``stack`` is a started :class:`~simstack.stack.Stack` or one from ``Stack.attach()``."""
+    endpoints, faults = stack.endpoints, stack.faults
     faults.reset()
     applied = faults.apply(scenario.faults)
     try:
-        token = token_for(scenario.client.get("email", "e2e-user@staging.netra.test"))
+        token = stack.token(scenario.client.get("email", "e2e-user@staging.netra.test"))
         observed = asyncio.run(_connections(scenario, endpoints.ws_url, token, faults))
         http = [observe_http(endpoints.api_url, e["path"], e.get("method", "GET"), e.get("timeout_s", 5.0))
                 for e in scenario.expect_http]

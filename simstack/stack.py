@@ -30,6 +30,8 @@ from .toxiproxy import Toxiproxy
 MODES = ("local", "docker", "auto")
 PROFILES = ("staging", "fast")
 ADMIN = "/__simstack"
+INTERNAL_HEADER = "X-Simstack-Internal"   # simstack's own calls: the stand-ins keep them out of any test's traffic
+DEV_JWT_SECRET = "simstack-dev-secret"     # public: lenient mode only; strict mode gets a random one
 
 
 def _launcher(mode: str):
@@ -58,8 +60,11 @@ def resolve_mode(mode: str) -> tuple[str, str | None]:
 
 class Stack:
     def __init__(self, mode: str = "local", profile: str = "staging", ports: dict[str, int] | None = None,
-                 toxiproxy_port: int = 0, auth_policy: str = "lenient", jwt_secret: str = "simstack-dev-secret",
+                 toxiproxy_port: int = 0, auth_policy: str = "lenient", jwt_secret: str | None = None,
                  bypass_key: str | None = None, startup_timeout: float = 30.0, own: Iterable = ()):
+        """``jwt_secret``: the HS256 secret the stand-ins sign and verify with. Unset, strict mode gets a
+        random one per stack (so nobody can forge a token it accepts) and lenient mode the public
+        ``simstack-dev-secret``."""
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r} is not a mode", f"use one of {', '.join(MODES)}")
         if profile not in PROFILES:
@@ -77,6 +82,8 @@ class Stack:
         self.profile = profile
         self.ports = dict(ports or {})
         self.toxiproxy_port = toxiproxy_port
+        if jwt_secret is None:
+            jwt_secret = secrets.token_urlsafe(32) if auth_policy == "strict" else DEV_JWT_SECRET
         self.auth_policy, self.jwt_secret, self.bypass_key = auth_policy, jwt_secret, bypass_key
         self.startup_timeout = startup_timeout
         self.id = uuid.uuid4().hex[:10]
@@ -85,10 +92,30 @@ class Stack:
         self.faults: FaultControl | None = None
         self.startup_s: float | None = None
         self.upstreams: dict[str, str] = {}   # service -> host:port as Toxiproxy reaches it (bypasses faults)
+        self.attached = False                 # True for a handle on a stack another process runs
+        self.record: dict = {}                # an attached stack's record (simstack.state)
+
+    @classmethod
+    def attach(cls, stack_id: str | None = None) -> "Stack":
+        """A handle on a running stack started elsewhere (``simstack up --detach``, another session):
+        the only one, or the one with ``stack_id``. Same endpoints, faults, token() and timeline as a
+        stack started here; its ``stop()`` leaves the stack running."""
+        from . import state
+        rec = state.find_record(stack_id)
+        stack = cls(mode=rec["mode"] if rec["mode"] in MODES else "local", profile=rec["profile"],
+                    auth_policy=rec.get("auth_policy", "lenient"), jwt_secret="", bypass_key=rec.get("bypass_key"))
+        stack.id, stack.mode, stack.attached = rec["id"], rec["mode"], True
+        stack.jwt_secret = None   # the stand-ins know it; nothing on this side needs it
+        stack.startup_s, stack.record = rec.get("startup_s"), rec
+        stack.endpoints = Endpoints.from_dict(rec["endpoints"])
+        stack.faults = FaultControl(stack.endpoints)
+        return stack
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> "Stack":
         t0 = time.perf_counter()
+        from . import state
+        state.reap()   # what killed runs left (their temporary directories, stale records)
         admin_key = secrets.token_hex(16)
         env = {ENV_PROFILE: self.profile, ENV_ADMIN_KEY: admin_key, ENV_JWT_SECRET: self.jwt_secret,
                ENV_AUTH_POLICY: self.auth_policy, ENV_STACK_ID: self.id}
@@ -158,7 +185,10 @@ class Stack:
                 time.sleep(0.02)
 
     def stop(self) -> None:
+        """Stop what this process started; an attached stack keeps running (only the handle closes)."""
         launcher, self.launcher = self.launcher, None
+        if self.faults is not None:
+            self.faults.close()
         if launcher is not None:
             launcher.stop()
         atexit.unregister(self.stop)
@@ -173,16 +203,30 @@ class Stack:
     def token(self, email: str = "e2e-user@staging.netra.test") -> str:
         return mint_token(self.endpoints, email, self.bypass_key)
 
+    def timeline(self, label: str | None = None) -> list[dict]:
+        """What each request and connection went through (optionally only those of ``label``)."""
+        return self.faults.timeline(label=label)[0]
+
     def logs(self, service: str) -> str:
         return self.launcher.logs(service) if self.launcher else ""
 
 
 def mint_token(endpoints: Endpoints, email: str = "e2e-user@staging.netra.test", bypass_key: str | None = None) -> str:
     """A token from the auth stand-in's /auth/e2e/test-auth (via the control proxy, so faults can't block it)."""
-    r = httpx.post(f"{endpoints.auth_control_url}/auth/e2e/test-auth", trust_env=False, timeout=10,
-                   headers={"X-E2E-Bypass-Key": bypass_key or "simstack-e2e"},
-                   json={"email": email, "name": "E2E Test User", "permissions": ["read", "write"]})
-    r.raise_for_status()
+    url = f"{endpoints.auth_control_url}/auth/e2e/test-auth"
+    try:
+        r = httpx.post(url, trust_env=False, timeout=10,
+                       headers={"X-E2E-Bypass-Key": bypass_key or "simstack-e2e", INTERNAL_HEADER: "token"},
+                       json={"email": email, "name": "E2E Test User", "permissions": ["read", "write"]})
+    except httpx.HTTPError as exc:
+        raise SimstackError(f"the auth stand-in did not answer POST {url}: {exc or exc.__class__.__name__}",
+                            "is the stack still running? `simstack status`") from None
+    if r.status_code == 401:
+        raise SimstackError(f"the auth stand-in refused the bypass key for a token: {r.text.strip()[:200]}",
+                            "the stack was started with --bypass-key; give the same key (SIMSTACK_BYPASS_KEY)")
+    if r.status_code != 200:
+        raise SimstackError(f"the auth stand-in answered HTTP {r.status_code} for a token: {r.text.strip()[:200]}",
+                            "is a fault active on auth? `simstack fault ls`")
     return r.json()["access_token"]
 
 
@@ -276,19 +320,24 @@ class FaultControl:
         e = self.endpoints
         self._admin("api", "POST", "/urls", json={"api_url": e.api_url, "ws_url": e.ws_url, "auth_url": e.auth_url})
 
-    def mark(self, label: str | None) -> None:
-        """Attribute the traffic that follows to ``label`` (a test id) in the timeline."""
+    def mark(self, label: str | None, session: str | None = None) -> None:
+        """Attribute the traffic that follows to ``label`` (a test id) of ``session`` (whoever marks:
+        a pytest session's nonce) in the timeline, so runs sharing a stack never count each other's."""
         for standin in ("api", "auth"):
-            self._admin(standin, "POST", "/mark", json={"label": label})
+            self._admin(standin, "POST", "/mark", json={"label": label, "session": session})
 
-    def timeline(self, since: dict[str, int] | None = None, label: str | None = None) -> tuple[list[dict], dict]:
-        """Records from both stand-ins newer than ``since`` (per stand-in versions); returns (records, versions)."""
+    def timeline(self, since: dict[str, int] | None = None, label: str | None = None,
+                 session: str | None = None) -> tuple[list[dict], dict]:
+        """Records from both stand-ins newer than ``since`` (per stand-in versions), optionally only those
+        of ``label`` and ``session``; returns (records, versions)."""
         since = since or {}
         records, versions = [], {}
         for standin in ("api", "auth"):
             params = {"since": since.get(standin, 0)}
             if label is not None:
                 params["label"] = label
+            if session is not None:
+                params["session"] = session
             body = self._admin(standin, "GET", "/timeline", params=params).json()
             versions[standin] = body["version"]
             records += [{**r, "service": standin} for r in body["records"]]

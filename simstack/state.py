@@ -1,14 +1,18 @@
 """Records of running stacks, so later commands (`simstack env`, `fault`, `down`,
 the pytest plugin's --simstack-attach) find a stack started by `simstack up`.
 
-One JSON file per stack in $SIMSTACK_STATE_DIR (default ~/.local/state/simstack).
-A record whose owner process is gone is stale and is removed when seen.
+One JSON file per stack in $SIMSTACK_STATE_DIR (default ~/.local/state/simstack), readable
+only by its owner (0600: it holds the stack's admin key and bypass key).
+A record whose owner process is gone is stale and is removed when seen, with what its owner
+left behind; so are ``$TMPDIR/simstack-*`` directories whose owner died before writing a record
+(see :func:`reap`).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,9 +20,51 @@ from .endpoints import Endpoints
 from .shared.errors import NotRunning, SimstackError
 
 
+OWNER_FILE = "owner"   # in a temporary directory: "<pid> <start>" of the process that made it
+
+
 def state_dir() -> Path:
     d = Path(os.environ.get("SIMSTACK_STATE_DIR") or Path.home() / ".local" / "state" / "simstack")
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by this user only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or "" where /proc is absent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_mark(pid: int | None = None) -> str:
+    """Who owns a leftover-prone resource: pid and start time, so a reused pid is not taken for the owner."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid} {process_start(pid)}".strip()
+
+
+def owner_alive(mark: str) -> bool:
+    pid, _, started = mark.strip().partition(" ")
+    try:
+        pid_i = int(pid)
+    except ValueError:
+        return True   # not ours to judge
+    return pid_alive(pid_i) and (not started or process_start(pid_i) in ("", started))
+
+
+def private_tempdir() -> Path:
+    """A ``$TMPDIR/simstack-*`` directory marked with its owner, so :func:`reap` removes it if the owner dies."""
+    d = Path(tempfile.mkdtemp(prefix="simstack-"))
+    (d / OWNER_FILE).write_text(owner_mark())
     return d
 
 
@@ -41,12 +87,11 @@ def write_record(stack, pid: int, scenario: str | None = None, redirects: dict |
     path = state_dir() / f"{stack.id}.json"
     record = {"id": stack.id, "mode": stack.mode, "profile": stack.profile, "pid": pid, "created": time.time(),
               "startup_s": stack.startup_s, "scenario": scenario, "endpoints": stack.endpoints.to_dict(),
+              "auth_policy": stack.auth_policy, "bypass_key": stack.bypass_key,
               "log_dir": str(getattr(stack.launcher, "log_dir", "") or ""),
               "up_log": os.environ.get("SIMSTACK_UP_LOG"),   # a detached stack's own output
               "redirects": redirects}                         # simstack.redirect.Redirection.record()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
+    write_private(path, json.dumps(record, indent=2))
     return path
 
 
@@ -55,7 +100,7 @@ def remove_record(stack_id: str) -> None:
 
 
 def records() -> list[dict]:
-    """Records of live stacks, oldest first; stale ones are deleted."""
+    """Records of live stacks, oldest first; stale ones are deleted, and so is what dead owners left."""
     out = []
     for path in sorted(state_dir().glob("*.json")):
         try:
@@ -68,7 +113,28 @@ def records() -> list[dict]:
         else:   # its owner was killed: take what it left behind
             path.unlink(missing_ok=True)
             _remove_leftovers(rec)
+    _reap_files({r.get("up_log") for r in out})
     return sorted(out, key=lambda r: r["created"])
+
+
+def reap() -> None:
+    """Remove what processes killed before they could clean up left: stale records, their logs, and
+    ``simstack-*`` temporary directories whose owner is gone. Every command and session calls it."""
+    records()
+
+
+def _reap_files(in_use: set) -> None:
+    for d in Path(tempfile.gettempdir()).glob("simstack-*"):
+        try:
+            mark = (d / OWNER_FILE).read_text()
+        except OSError:
+            continue   # not marked (yet, or not ours): leave it
+        if not owner_alive(mark):
+            shutil.rmtree(d, ignore_errors=True)
+    for log in state_dir().glob("up-*.log"):   # up-<pid>-<start>-<ms>.log of a `simstack up --detach`
+        pid, _, rest = log.name[3:].partition("-")
+        if str(log) not in in_use and not owner_alive(f"{pid} {rest.split('-')[0]}"):
+            log.unlink(missing_ok=True)
 
 
 def _remove_leftovers(rec: dict) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from simstack.client import observe_ws
+from simstack.scenarios import load_scenario, run_scenario
+from simstack.stack import Stack
 from simstack.state import pid_alive
 
 SIMSTACK = [sys.executable, "-m", "simstack.cli"]
@@ -88,9 +90,14 @@ def test_faults_and_ws_mode_flip_live_on_a_detached_stack(cli):
     assert "ws-mode race_on_accept" in cli("ws-mode", "race_on_accept").stdout
     obs = asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
     assert (obs.close_code, obs.close_reason, obs.frames_before_close) == (1011, "Internal error", 0)
-    cli("ws-mode", "fixed")
+    assert "ws-mode healthy: no fault" in cli("ws-mode", "healthy").stdout
     obs = asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
     assert len(obs.events) == 5 and obs.close_code == 1000
+    cli("ws-mode", "race_on_accept")
+    old_name = cli("ws-mode", "fixed")   # the deprecated name of healthy says what it means
+    assert "ws-mode healthy: no fault" in old_name.stdout
+    assert "deprecated" in old_name.stderr and "not race_on_accept with fixed=true" in old_name.stderr
+    assert "no faults" in cli("fault", "ls").stdout
 
     added = cli("fault", "add", "drop_connection", "--trigger", "{first: 1}", "--id", "lb").stdout
     assert added.startswith("applied lb: drop_connection on ws")
@@ -243,3 +250,36 @@ def test_e2e_subcommand_takes_its_options():
     from simstack.cli import build_parser
     args = build_parser().parse_args(["e2e", "--profile", "fast", "--mode", "local"])
     assert (args.profile, args.mode) == ("fast", "local")
+
+
+def test_attach_is_the_same_handle_as_a_started_stack_and_stop_leaves_it_running(cli, monkeypatch):
+    stack_id, urls = detached(cli, "--bypass-key", "attach-key")
+    monkeypatch.setenv("SIMSTACK_STATE_DIR", cli.env["SIMSTACK_STATE_DIR"])
+    stack = Stack.attach()
+    assert (stack.id, stack.attached, stack.mode, stack.profile) == (stack_id, True, "local", "fast")
+    assert (stack.endpoints.api_url, stack.endpoints.ws_url, stack.endpoints.auth_url) == \
+        (urls["api"], urls["ws"], urls["auth"])
+    token = stack.token()   # with the bypass key the stack was started with
+    stack.faults.add("race_on_accept", id="race")
+    assert asyncio.run(observe_ws(urls["ws"], token, timeout_s=5)).close_code == 1011
+    assert any("race" in (r.get("faults") or []) for r in stack.timeline() if r["kind"] == "ws")
+    stack.faults.reset()
+    assert run_scenario(load_scenario("fix-1011"), stack).passed   # the scenario runner takes the handle
+    stack.stop()
+    assert len(stack_processes(stack_id)) == 3, "stop() on an attached stack leaves it running"
+    assert f"simstack {stack_id}" in cli("status").stdout
+
+
+def test_a_start_up_killed_with_sigkill_leaves_nothing_the_next_command_does_not_remove(cli, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    cli.env["TMPDIR"] = str(tmp)
+    proc = subprocess.Popen([*SIMSTACK, "up", "--profile", "fast"], env=cli.env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not list(tmp.glob("simstack-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(tmp.glob("simstack-*")), "the stack's log directory appears during start-up"
+    proc.kill()
+    proc.wait()
+    cli("status", check=False)
+    assert list(tmp.iterdir()) == [], "the next command removes the killed start-up's temporary directory"

@@ -8,7 +8,6 @@ import pytest
 
 from simstack.shared.errors import ConfigError
 from simstack.scenarios import SCENARIO_DIR, list_scenarios, load_scenario, parse_scenario, run_scenario
-from simstack.stack import mint_token
 
 SHIPPED = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 REQUIRED = {"repro-1011", "setup-error-1011", "fix-1011", "staging-down", "cold-start-503", "auth-403",
@@ -17,7 +16,7 @@ REQUIRED = {"repro-1011", "setup-error-1011", "fix-1011", "staging-down", "cold-
 
 
 def run(stack, name):
-    return run_scenario(load_scenario(name), stack.endpoints, stack.faults, lambda e: mint_token(stack.endpoints, e))
+    return run_scenario(load_scenario(name), stack)
 
 
 def test_every_required_scenario_ships_and_loads():

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from simstack.scenarios import load_scenario, run_scenario
-from simstack.stack import Stack, mint_token
+from simstack.stack import Stack
 
 from ..harness import entry, figure
 from ..load import AGENT_EVENTS
@@ -58,10 +58,9 @@ def repro(ctx) -> dict:
     race_s, fixed_s, closes, complete = [], [], 0, 0
     race_odd, fixed_odd = [], []
     with Stack(mode="local", profile="fast") as stack:
-        token_for = lambda email: mint_token(stack.endpoints, email)   # noqa: E731
         for i in range(n):
             t0 = time.perf_counter()
-            r = run_scenario(race, stack.endpoints, stack.faults, token_for)
+            r = run_scenario(race, stack)
             race_s.append(time.perf_counter() - t0)
             o = r.connections[0]
             if o.close_code == 1011:
@@ -69,7 +68,7 @@ def repro(ctx) -> dict:
             else:
                 race_odd.append(f"run {i}: close {o.close_code}, events {o.events}, error {o.error}")
             t0 = time.perf_counter()
-            r = run_scenario(fixed, stack.endpoints, stack.faults, token_for)
+            r = run_scenario(fixed, stack)
             fixed_s.append(time.perf_counter() - t0)
             o = r.connections[0]
             if tuple(o.events) == AGENT_EVENTS and o.close_code == 1000 and r.passed:

@@ -22,7 +22,7 @@ import httpx
 from .. import images
 from ..shared.errors import NoDockerEngine, PortInUse, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT, toxiproxy_env
-from ..state import pid_alive
+from ..state import pid_alive, process_start
 from .base import Launched, LaunchSpec
 from .local import check_free
 
@@ -106,15 +106,6 @@ def image_problems(client: "docker.DockerClient") -> list[str]:
     return problems
 
 
-def _process_start(pid: int) -> str:
-    """The kernel's start time of ``pid`` (clock ticks since boot), or "" where /proc is absent."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def _owner_alive(labels: dict[str, str]) -> bool:
     try:
         pid = int(labels.get(LABEL_OWNER_PID, ""))
@@ -123,7 +114,7 @@ def _owner_alive(labels: dict[str, str]) -> bool:
     if not pid_alive(pid):   # gone, or a zombie
         return False
     started = labels.get(LABEL_OWNER_START, "")
-    return not started or _process_start(pid) in ("", started)
+    return not started or process_start(pid) in ("", started)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -229,7 +220,7 @@ class DockerLauncher:
     def _labels(self, stack_id: str) -> dict[str, str]:
         pid = os.getpid()
         return {LABEL_STACK: stack_id, LABEL_OWNER_PID: str(pid), LABEL_OWNER_HOST: socket.gethostname(),
-                LABEL_OWNER_START: _process_start(pid)}
+                LABEL_OWNER_START: process_start(pid)}
 
     def _clear_stale(self, client: "docker.DockerClient", stack_id: str) -> None:
         """Refuse a stack id a live stack uses; remove what a dead owner left under it."""

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +21,13 @@ import httpx
 
 from ..shared.errors import PortInUse, StartError
 from ..services import PROXIES, STANDINS, toxiproxy_env
+from ..shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
+from ..state import private_tempdir
 from .base import LaunchSpec, Launched
 
 ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
+SECRET_ENV = (ENV_BYPASS_KEY, ENV_JWT_SECRET, "SIMSTACK_BYPASS_KEY")
 _RUN_BY_HAND = "the log above says why; `python -m simstack.fakes.serve simstack.fakes.api:app --port 8000` runs a stand-in by hand"
 
 
@@ -81,7 +83,7 @@ class LocalLauncher:
 
     def __init__(self, log_dir: str | None = None):
         self._owns_log_dir = log_dir is None   # a temporary one goes away with the stack
-        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="simstack-"))
+        self.log_dir = Path(log_dir) if log_dir else private_tempdir()
         self.procs: dict[str, subprocess.Popen] = {}
 
     def _spawn(self, name: str, argv: list[str], env: dict, pass_fds=()) -> None:
@@ -100,7 +102,10 @@ class LocalLauncher:
             check_free(spec.ports.get(proxy.name, 0), f"--{proxy.name.replace('_', '-')}-port")
         try:
             upstreams = {}
-            env = {**os.environ, **spec.env, "PYTHONDONTWRITEBYTECODE": "1"}
+            # Secrets reach the children only through the stack's own environment (never argv, and
+            # never one inherited from the user's shell that the stack did not choose).
+            inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+            env = {**inherited, **spec.env, "PYTHONDONTWRITEBYTECODE": "1"}
             for svc in STANDINS:
                 if svc.name in spec.own:
                     continue
