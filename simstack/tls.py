@@ -27,6 +27,7 @@ import trustme
 # requests reads REQUESTS_CA_BUNDLE, Node adds NODE_EXTRA_CA_CERTS to its own roots.
 BUNDLE_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 NODE_VAR = "NODE_EXTRA_CA_CERTS"
+DIR_PREFIX = "simstack-tls-"          # + owner pid: a directory whose owner died is removed by the next one
 
 
 @dataclass
@@ -39,8 +40,9 @@ class ThrowawayCA:
     @classmethod
     def create(cls, hosts: Iterable[str]) -> "ThrowawayCA":
         """A new CA and one leaf certificate per host, valid for that name only."""
+        remove_orphans()
         ca = trustme.CA(organization_name="simstack throwaway CA")
-        d = Path(tempfile.mkdtemp(prefix="simstack-tls-"))
+        d = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
         try:
             ca_pem = d / "ca.pem"
             ca.cert_pem.write_to_path(str(ca_pem))
@@ -73,6 +75,15 @@ class ThrowawayCA:
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def remove_orphans() -> None:
+    """Remove the CA directories of processes that died without cleaning up (a SIGKILLed pytest)."""
+    from .state import pid_alive
+    for d in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
+        pid = d.name[len(DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _public_roots() -> list[bytes]:

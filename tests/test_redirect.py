@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from websockets.sync.client import connect
 from simstack.endpoints import Endpoints
 from simstack.shared.errors import ConfigError
 from simstack.redirect import Redirection, parse_redirects
+from simstack.tls import ThrowawayCA
 from test_cli import cli  # noqa: F401  (fixture)
 from test_plugin import FAST, run
 
@@ -304,3 +306,15 @@ def test_up_with_a_bad_redirect_starts_nothing(cli):
     assert proc.returncode == 2
     assert "wildcard '*.staging.x.invalid'" in proc.stderr and "list each staging host" in proc.stderr
     assert cli("status", check=False).returncode == 1
+
+
+def test_a_killed_owner_s_ca_directory_is_removed_by_the_next_redirect():
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = Path(tempfile.mkdtemp(prefix=f"simstack-tls-{int(dead.stdout)}-"))
+    (orphan / "ca.pem").write_text("left by a SIGKILLed session")
+    ca = ThrowawayCA.create([API])
+    try:
+        assert not orphan.exists()
+        assert ca.dir.exists() and ca.dir.name.startswith(f"simstack-tls-{os.getpid()}-")
+    finally:
+        ca.close()
