@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/bin:$(PATH)
 export NO_PROXY := 127.0.0.1,localhost,::1
 export no_proxy := 127.0.0.1,localhost,::1
 
-.PHONY: help setup toxiproxy engine images repro-1011 test e2e bench clean
+.PHONY: help setup toxiproxy engine images redis repro-1011 repro-own-backend test e2e bench clean
 
 help:
 	@echo "make repro-1011  reproduce the staging WebSocket 1011 and show what the fix changes"
@@ -16,6 +16,7 @@ help:
 	@echo "make e2e         run the e2e suite under repro-1011 and fixed, side by side"
 	@echo "make bench       run the benchmarks, writing bench/results.json"
 	@echo "make images      provision a Docker engine and build the images offline"
+	@echo "make repro-own-backend  a backend of your own (examples/own-backend), racy and fixed, under a slow Redis link"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +37,16 @@ images: setup engine
 repro-1011: setup
 	$(VENV)/bin/simstack repro 1011
 
+# Debian's redis-server, for examples/own-backend (run as a plain process on loopback, never as a service)
+redis:
+	@command -v redis-server >/dev/null || apt-get install -y --no-install-recommends redis-server >/dev/null \
+		|| (apt-get update >/dev/null && apt-get install -y --no-install-recommends redis-server >/dev/null)
+
+repro-own-backend: setup redis
+	$(PY) examples/own-backend/compare.py
+
 test: setup
+	@$(MAKE) --no-print-directory redis || echo "make test: no redis-server; the own-backend example test will be skipped"
 	@docker/engine.sh ensure || echo "make test: no Docker engine; docker-mode tests will be skipped (see message above)"
 	@docker/build-images.sh || echo "make test: image build failed; docker-mode tests will be skipped"
 	$(PY) -m pytest -q

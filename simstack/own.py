@@ -201,7 +201,8 @@ def gateway_env(svc: OwnService, upstream_url: str) -> dict[str, str]:
 def command_argv(svc: OwnService, port: int, deps: dict) -> list[str]:
     """``sh -c`` the command; a simple one is exec'd, so it is the child that dies with simstack."""
     cmd = svc.render(svc.cmd, port, deps, f"--{svc.name}-cmd")
-    simple = not any(c in cmd for c in ";&|\n()`$<>")
+    first = cmd.split(maxsplit=1)[0] if cmd.strip() else ""
+    simple = "=" not in first and not any(c in cmd for c in ";&|\n()`$<>")
     return ["/bin/sh", "-c", f"exec {cmd}" if simple else cmd]
 
 
