@@ -21,14 +21,16 @@ Three parts:
   only WebSockets. The route is chosen by the connection's first request.
 - **trust**: a throwaway CA (:mod:`simstack.tls`) with one certificate per listed host.
 
-When the stack is gone (its Toxiproxy stops answering), a listed host fails loudly: resolution raises
-``ConnectionRefusedError`` naming simstack; it never falls through to the real host.
+When the stack is gone (its Toxiproxy stops answering), a listed host fails loudly, never falling through
+to the real host: the request that finds it gone gets a 502 whose JSON body names simstack, and from
+then on resolution raises ``ConnectionRefusedError`` naming simstack.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -205,10 +207,15 @@ class Front:
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.upstream[service])
             except ConnectionRefusedError:
-                # the proxy_down fault, or the stack is gone: the client's connection is reset,
-                # it never gets an answer from anywhere else
+                # the proxy_down fault: reset, as close as a front can come to a refusal. The stack
+                # gone: a 502 that says so. Either way, never an answer from anywhere else.
                 await self._check_stack()
-                _reset(writer)
+                if self.gone:
+                    writer.write(_gone_response(r, self.gone))
+                    await writer.drain()
+                    writer.close()
+                else:
+                    _reset(writer)
                 return
             up_writer.write(head)
             await _splice(reader, writer, up_reader, up_writer)
@@ -275,6 +282,13 @@ def _is_websocket_upgrade(head: bytes) -> bool:
         if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
             return True
     return False
+
+
+def _gone_response(r: Redirect, why: str) -> bytes:
+    body = json.dumps({"detail": f"simstack: {r.host} is redirected to the simstack stack ({r.service}), but {why}",
+                       "error_code": "SIMSTACK_NOT_RUNNING"}).encode()
+    return (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

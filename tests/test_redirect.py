@@ -198,8 +198,9 @@ def test_without_a_running_stack_a_redirected_host_fails_loudly():
                           toxiproxy_url=gone, api_control_url=gone, auth_control_url=gone, admin_key="x")
     red = Redirection.start(_redirects(f"{API}=api"), endpoints)
     try:
-        with pytest.raises(httpx.HTTPError):     # the first connection finds the stack gone: reset
-            httpx.get(f"http://{API}/health", timeout=5)
+        first = httpx.get(f"https://{API}/health", verify=ssl.create_default_context(cafile=str(red.ca.ca_pem)),
+                          timeout=5)                                            # the request that finds the stack gone
+        assert first.status_code == 502 and first.json()["detail"].startswith(f"simstack: {API} is redirected")
         with pytest.raises(httpx.ConnectError, match=f"simstack: {API} is redirected to the simstack stack"):
             httpx.get(f"https://{API}/health", timeout=5)
         with pytest.raises(requests.ConnectionError, match="the stack is not running"):
