@@ -10,11 +10,11 @@ import time
 import uuid
 
 from fastapi import Header, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from simstack.shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
 
-from . import tokens
+from . import strictjson, tokens
 from .common import create_app
 
 app = create_app("auth", targets=("auth",))
@@ -42,15 +42,32 @@ async def ready() -> dict:
     return {"status": "ready", "service": "auth-service", "timestamp": time.time()}
 
 
+async def _body(request: Request) -> TestAuthRequest:
+    """The request body (strict JSON, see fakes/strictjson.py), defaults when empty; 422 naming the bad field."""
+    raw = await request.body()
+    data = strictjson.loads(raw) if raw.strip() else None
+    try:
+        return TestAuthRequest.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        shown = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors)
+        raise HTTPException(422, detail={"message": f"request body is invalid: {shown}", "errors": errors,
+                                         "error_code": "VALIDATION_ERROR"}) from None
+
+
+def _key_matches(given: str, expected: str) -> bool:
+    # Starlette decodes header bytes as latin-1: compare the bytes the client sent with the key's UTF-8.
+    return hmac.compare_digest(given.encode("latin-1"), expected.encode("utf-8"))
+
+
 @app.post("/auth/e2e/test-auth")
-async def test_auth(body: TestAuthRequest | None = None,
-                    x_e2e_bypass_key: str | None = Header(default=None)) -> dict:
-    body = body or TestAuthRequest()
+async def test_auth(request: Request, x_e2e_bypass_key: str | None = Header(default=None)) -> dict:
     if not x_e2e_bypass_key:
         raise HTTPException(401, detail={"message": "missing X-E2E-Bypass-Key header", "error_code": "MISSING_BYPASS_KEY"})
     expected = os.environ.get(ENV_BYPASS_KEY)
-    if expected and not hmac.compare_digest(x_e2e_bypass_key, expected):
+    if expected and not _key_matches(x_e2e_bypass_key, expected):
         raise HTTPException(401, detail={"message": "X-E2E-Bypass-Key does not match", "error_code": "INVALID_BYPASS_KEY"})
+    body = await _body(request)
     uid = user_id_for(body.email)
     return {"access_token": tokens.mint(uid, body.email, SECRET, body.permissions),
             "refresh_token": tokens.mint(uid, body.email, SECRET, body.permissions, kind="refresh", ttl_s=7 * 86400),
@@ -65,11 +82,12 @@ async def validate(request: Request, authorization: str | None = Header(default=
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     else:
-        try:
-            body = await request.json()
-            token = body.get("token") if isinstance(body, dict) else None
-        except ValueError:
-            token = None
+        raw = await request.body()
+        body = strictjson.loads(raw) if raw.strip() else None   # not JSON: 400 INVALID_JSON saying why
+        token = body.get("token") if isinstance(body, dict) else None
+        if token is not None and not isinstance(token, str):
+            raise HTTPException(422, detail={"message": f"token must be a string (a JWT), got {type(token).__name__}",
+                                             "error_code": "INVALID_TOKEN"})
     if not token:
         raise HTTPException(401, detail={"message": "no token: send Authorization: Bearer <jwt> or {\"token\": ...}",
                                          "error_code": "MISSING_TOKEN"})

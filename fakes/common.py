@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .control import ADMIN_PREFIX, INTERNAL_HEADER, FaultBook, Timeline, admin_router
+from .strictjson import InvalidJSON
 from .timing import Profile, from_env
 
 ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
@@ -59,6 +60,10 @@ def create_app(service: str, targets: tuple[str, ...]) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
         return json_error(422, {"message": "request body is invalid", "errors": errors}, "VALIDATION_ERROR")
+
+    @app.exception_handler(InvalidJSON)
+    async def invalid_json(request: Request, exc: InvalidJSON):
+        return json_error(400, {"message": f"body is not valid JSON: {exc}"}, "INVALID_JSON")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

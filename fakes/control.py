@@ -15,6 +15,8 @@ from simstack.shared.faults import PROTOCOL, Fault
 from simstack.shared.constants import ENV_ADMIN_KEY
 from simstack.shared.triggers import TriggerState
 
+from . import strictjson
+
 ADMIN_PREFIX = "/__simstack"
 INTERNAL_HEADER = b"x-simstack-internal"   # on simstack's own requests (e.g. the token it mints for a session)
 INTERNAL_LABEL = "simstack:internal"        # their label: never a test's, never mistaken for the suite's
@@ -156,7 +158,7 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
 
     @r.post("/faults")
     async def add_faults(request: Request) -> dict:
-        body = await request.json()
+        body = strictjson.loads(await request.body())
         items = body if isinstance(body, list) else [body]
         try:
             faults = [Fault.from_dict(item, where=f"faults[{i}]") for i, item in enumerate(items)]
@@ -180,7 +182,7 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     @r.post("/urls")
     async def set_urls(request: Request) -> dict:
         """The stack's public URLs (the proxies), which only simstack knows; discovery reports them."""
-        body = await request.json()
+        body = strictjson.loads(await request.body())
         if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("api_url", "ws_url", "auth_url")):
             raise HTTPException(422, detail={"message": "body needs api_url, ws_url and auth_url strings",
                                              "error_code": "BAD_URLS"})
@@ -189,7 +191,7 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
 
     @r.post("/mark")
     async def mark(request: Request) -> dict:
-        body = await request.json()
+        body = strictjson.loads(await request.body())
         body = body if isinstance(body, dict) else {}
         timeline.label, timeline.session = body.get("label"), body.get("session")
         return {"label": timeline.label, "session": timeline.session, "version": timeline.version}

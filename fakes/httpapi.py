@@ -1,12 +1,12 @@
 """The backend HTTP API of staging (CONTRACT §2): no auth, JSON everywhere."""
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, HTTPException, Request
 
+from . import strictjson
 from .agent import KNOWN_AGENTS, now_iso
 
 SERVICE = "netra-ai-platform"
@@ -103,7 +103,7 @@ def router() -> APIRouter:
         body = await _json(request)
         agent = body.get("agent_type") or body.get("agent") if isinstance(body, dict) else None
         message = (body.get("message") or body.get("user_request")) if isinstance(body, dict) else None
-        if not agent or not isinstance(message, str) or not message.strip():
+        if not isinstance(agent, str) or not agent or not isinstance(message, str) or not message.strip():
             raise HTTPException(422, detail={"message": "body needs agent_type and a non-empty message",
                                              "error_code": "INVALID_REQUEST"})
         return _run_agent(agent)
@@ -138,13 +138,9 @@ def router() -> APIRouter:
 
 
 async def _json(request: Request):
+    """The body as JSON, ``{}`` when empty; invalid JSON is answered 400 INVALID_JSON (see common.py)."""
     raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise HTTPException(400, detail={"message": "body is not valid JSON", "error_code": "INVALID_JSON"}) from None
+    return strictjson.loads(raw) if raw else {}
 
 
 def _run_agent(agent: str) -> dict:

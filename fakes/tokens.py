@@ -14,6 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from . import strictjson
+
 ISSUER = "netra-auth-service"
 ACCESS_TTL_S = 900
 
@@ -32,7 +34,7 @@ def _unb64(part: str) -> bytes:
 
 def encode(claims: dict, secret: str) -> str:
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    body = _b64(json.dumps(claims, separators=(",", ":"), allow_nan=False).encode())
     sig = hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
     return f"{header}.{body}.{_b64(sig)}"
 
@@ -45,26 +47,40 @@ def mint(user_id: str, email: str, secret: str, permissions: list[str] | None = 
                    "jti": uuid.uuid4().hex}, secret)
 
 
-def decode(token: str) -> dict:
-    """The claims, signature unchecked. Raises TokenError if it is not a JWT at all."""
+def _parts(token: str) -> tuple[dict, dict]:
+    """Header and claims, signature unchecked. Raises TokenError if it is not a JWT at all."""
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError(f"not a JWT: expected 3 dot-separated parts, got {len(parts)}")
     try:
-        header = json.loads(_unb64(parts[0]))
-        claims = json.loads(_unb64(parts[1]))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TokenError(f"not a JWT: header or claims are not base64url JSON ({exc.__class__.__name__})") from None
+        header = strictjson.loads(_unb64(parts[0]))
+        claims = strictjson.loads(_unb64(parts[1]))
+    except ValueError as exc:   # base64 (binascii.Error) or JSON (strictjson.InvalidJSON)
+        raise TokenError(f"not a JWT: header or claims are not base64url JSON ({exc})") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenError("not a JWT: header and claims must be JSON objects")
-    return claims
+    return header, claims
+
+
+def decode(token: str) -> dict:
+    """The claims, signature unchecked. Raises TokenError if it is not a JWT at all."""
+    return _parts(token)[1]
+
+
+def _numeric_date(claims: dict, name: str, required: bool) -> float | None:
+    """A NumericDate claim (RFC 7519 §2): a JSON number; anything else is refused."""
+    value = claims.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TokenError(f"{name} must be a number of seconds since the epoch, got {value!r}")
+    return value
 
 
 def verify(token: str, secrets: list[str], now: float | None = None) -> dict:
-    """Strict check: HS256 signature against any of ``secrets``, ``exp`` and ``iss``.
-    Never requires ``aud`` nor unique ``jti``."""
-    claims = decode(token)
-    header = json.loads(_unb64(token.split(".")[0]))
+    """Strict check: HS256 signature against any of ``secrets``, ``exp`` (and ``nbf``, ``iat``
+    when present: numbers, ``nbf`` not in the future) and ``iss``. Never requires ``aud`` nor unique ``jti``."""
+    header, claims = _parts(token)
     if header.get("alg") != "HS256":
         raise TokenError(f"unsupported alg {header.get('alg')!r}: only HS256")
     signing_input, sig = token.rsplit(".", 1)
@@ -76,9 +92,13 @@ def verify(token: str, secrets: list[str], now: float | None = None) -> dict:
                for s in secrets):
         raise TokenError("signature does not match the configured secret")
     now = now if now is not None else time.time()
-    exp = claims.get("exp")
-    if not isinstance(exp, (int, float)) or exp < now:
-        raise TokenError(f"token expired or has no exp (exp={exp!r})")
+    exp = _numeric_date(claims, "exp", required=True)
+    nbf = _numeric_date(claims, "nbf", required=False)
+    _numeric_date(claims, "iat", required=False)
+    if exp < now:
+        raise TokenError(f"token expired (exp={exp!r})")
+    if nbf is not None and nbf > now:
+        raise TokenError(f"token not valid yet (nbf={nbf!r})")
     if claims.get("iss") != ISSUER:
         raise TokenError(f"iss is {claims.get('iss')!r}, expected {ISSUER!r}")
     return claims

@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import os
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
+from websockets.frames import CloseCode
 
 from simstack.shared.constants import ENV_AUTH_POLICY, ENV_JWT_SECRET
 
-from . import agent
+from . import agent, strictjson
 from .common import json_error
 from .control import FaultBook, Record, Timeline
 from .edge import Refusal
@@ -31,9 +31,8 @@ from .lifecycle import Connection, NotRegistered, Registry, State
 from .timing import Profile
 from .tokens import Policy, TokenError, decode, verify
 
-INTERNAL_ERROR = 1011
-POLICY_VIOLATION = 1008
 SUBPROTOCOL = "jwt-auth"
+SHOWN = 100   # characters of a client's value quoted back in an error frame
 CHAT_TYPES = ("user_message", "chat", "message")
 
 
@@ -90,7 +89,7 @@ class Session:
         if self.held:
             return
         async with self.send_lock:
-            await self.ws.send_text(json.dumps(message))
+            await self.ws.send_text(strictjson.dumps(message))
         self.rec.frames_out.append(message.get("type"))
         self.timeline.touch(self.rec)
 
@@ -161,24 +160,27 @@ class Session:
         while True:
             queue.put_nowait(await self._receive())
 
-    async def _receive(self) -> str:
+    async def _receive(self) -> str | bytes:
         message = await self.ws.receive()
         if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
+            raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL_CLOSURE))
         text = message.get("text")
-        if text is None:
-            text = (message.get("bytes") or b"").decode("utf-8", "replace")
-        return text
+        return text if text is not None else (message.get("bytes") or b"")
 
     # --- one client frame: every frame gets an answer
-    async def handle(self, text: str) -> None:
+    async def handle(self, data: str | bytes) -> None:
         try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
+            msg = strictjson.loads(data)
+        except strictjson.InvalidJSON as exc:
+            self.rec.frames_in.append("<invalid>")
+            await self.send(self.error_frame(f"Unknown or invalid message type: not JSON ({exc})"))
+            return
         mtype = msg.get("type") if isinstance(msg, dict) else None
-        self.rec.frames_in.append(mtype if isinstance(mtype, str) else "<invalid>")
-        if mtype == "ping":
+        self.rec.frames_in.append(mtype[:SHOWN] if isinstance(mtype, str) else "<invalid>")
+        why = _malformed(msg, mtype)
+        if why:
+            await self.send(self.error_frame(f"Unknown or invalid message type: {why}"))
+        elif mtype == "ping":
             await self.send({"type": "pong", "timestamp": agent.now_iso()})
         elif mtype == "get_agent_status":
             status = "running" if any(not t.done() for t in self.runs) else "idle"
@@ -188,23 +190,23 @@ class Session:
             request = payload.get("user_request") or payload.get("message") or payload.get("content")
             agent_type = payload.get("agent_type") or agent.DEFAULT_AGENT
             if agent_type not in agent.KNOWN_AGENTS:
-                await self.send(self.error_frame(f"Agent '{agent_type}' not found", "AGENT_NOT_FOUND"))
-                await self.close(POLICY_VIOLATION, "Agent not found")
+                await self.send(self.error_frame(f"Agent '{agent_type[:SHOWN]}' not found", "AGENT_NOT_FOUND"))
+                await self.close(CloseCode.POLICY_VIOLATION, "Agent not found")
                 return
             if not isinstance(request, str) or not request.strip():
                 await self.send(self.error_frame("Unknown or invalid message type: start_agent needs "
                                                  "payload.user_request"))
                 return
-            self.start_run(agent_type, msg.get("thread_id") or payload.get("thread_id"), request)
+            self.start_run(agent_type, _thread_id(msg.get("thread_id") or payload.get("thread_id")), request)
         elif mtype in CHAT_TYPES:
             payload = msg.get("payload") if isinstance(msg.get("payload"), dict) else {}
             content = msg.get("content") or msg.get("message") or payload.get("content") or payload.get("message")
             if not isinstance(content, str) or not content.strip():
                 await self.send(self.error_frame(f"Unknown or invalid message type: {mtype} needs content"))
                 return
-            self.start_run(agent.DEFAULT_AGENT, msg.get("thread_id"), content)
+            self.start_run(agent.DEFAULT_AGENT, _thread_id(msg.get("thread_id")), content)
         else:
-            shown = mtype if isinstance(mtype, str) and mtype else ("missing type" if msg is not None else "not JSON")
+            shown = mtype[:SHOWN] if mtype else "missing type"
             await self.send(self.error_frame(f"Unknown or invalid message type: {shown}"))
 
     def start_run(self, agent_type: str, thread_id: str | None, request: str) -> None:
@@ -227,6 +229,27 @@ class Session:
         if self.ws.application_state is WebSocketState.CONNECTED:
             await self.ws.close(code, reason)
         self.rec.close_code, self.rec.close_reason = code, reason
+
+
+def _malformed(msg, mtype) -> str | None:
+    """Why a parsed frame cannot be served (answered with INVALID_MESSAGE), if it cannot."""
+    if not isinstance(msg, dict):
+        return f"a frame must be a JSON object, got {type(msg).__name__}"
+    if "type" in msg and not isinstance(mtype, str):
+        return f"type must be a string, got {type(mtype).__name__}"
+    if mtype in ("start_agent", *CHAT_TYPES):
+        payload = msg.get("payload") if isinstance(msg.get("payload"), dict) else {}
+        agent_type = payload.get("agent_type")
+        if agent_type is not None and not isinstance(agent_type, str):
+            return f"payload.agent_type must be a string, got {type(agent_type).__name__}"
+        for where, value in (("thread_id", msg.get("thread_id")), ("payload.thread_id", payload.get("thread_id"))):
+            if value is not None and (not isinstance(value, (str, int)) or isinstance(value, bool)):
+                return f"{where} must be a string, got {type(value).__name__}"
+    return None
+
+
+def _thread_id(value: str | int | None) -> str | None:
+    return str(value) if value is not None and value != "" else None
 
 
 def refusal_before_accept(ws: WebSocket, token: str | None, user_id: str, rec: Record) -> Refusal | None:
@@ -296,7 +319,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         rec.status, rec.error = refusal.status, refusal.message
         note(f"refused {refusal.status}")
         if refusal.status == 403:
-            await ws.close(POLICY_VIOLATION)   # closing before accept: the client sees HTTP 403
+            await ws.close(CloseCode.POLICY_VIOLATION)   # closing before accept: the client sees HTTP 403
         else:
             await ws.send_denial_response(json_error(refusal.status, {"message": refusal.message},
                                                      refusal.error_code, headers=refusal.headers))
@@ -312,20 +335,20 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         why = rejection_after_accept(token, user_id, book, mismatch, rec)
         if why is not None:
-            await ws.send_text(json.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
-                                           "message": why, "timestamp": agent.now_iso()}))
+            await ws.send_text(strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
+                                                 "message": why, "timestamp": agent.now_iso()}))
             rec.frames_out.append("error_message")
-            await session.close(POLICY_VIOLATION, why[:120])
+            await session.close(CloseCode.POLICY_VIOLATION, why[:120])
             return
         await _serve(session, book, user_id, rec)
     except Drop:
-        rec.close_code, rec.close_reason = 1006, "dropped without close frame"
+        rec.close_code, rec.close_reason = CloseCode.ABNORMAL_CLOSURE, "dropped without close frame"
     except WebSocketDisconnect as exc:
         rec.close_code = rec.close_code or exc.code
     except Exception as exc:                                  # the generic handler of staging
         rec.error = f"{exc.__class__.__name__}: {exc}"
         try:
-            await session.close(INTERNAL_ERROR, "Internal error")
+            await session.close(CloseCode.INTERNAL_ERROR, "Internal error")
         except Exception:
             pass
     finally:
@@ -368,7 +391,7 @@ async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -
     limits = []
     drop = book.fire("drop_connection", "ws", user_id, where=rec)
     if drop:
-        limits.append((drop.params["after_ms"] / 1000, 1006, "dropped"))
+        limits.append((drop.params["after_ms"] / 1000, CloseCode.ABNORMAL_CLOSURE, "dropped"))
     closing = book.fire("close_after_accept", "ws", user_id, where=rec)
     if closing:
         limits.append((closing.params["after_ms"] / 1000, closing.params["code"], closing.params["reason"]))
@@ -384,6 +407,6 @@ async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -
         return
     except asyncio.TimeoutError:
         pass
-    if code == 1006:
+    if code == CloseCode.ABNORMAL_CLOSURE:
         raise Drop()
     await session.close(code, reason)

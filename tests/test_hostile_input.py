@@ -1,0 +1,289 @@
+"""Hostile client input never gets a 1011 or a 5xx that the input caused (issue 9, items 1-7, 17, 19).
+
+Only the documented closes may end a connection a client's frames ended: 1007 (a text
+frame that is not UTF-8), 1009 (a frame over the size limit) and 1008 (an unknown agent).
+Every HTTP error is JSON. Everything goes over real sockets through Toxiproxy.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import time
+from urllib.parse import urlparse
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from simstack.fakes import tokens
+from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, http,
+                            recv_json, recv_type, send_json, start_agent)
+
+DEEP = "[" * 1000 + "]" * 1000
+DEEPER = '{"a":' * 5000 + "1" + "}" * 5000
+
+
+def strict_json(text):
+    """The frame as RFC 8259 JSON: NaN, Infinity and -Infinity are refused."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: bytes, claims: bytes, sig: str = "c2ln") -> str:
+    """A token built from raw JSON text, so it can hold what json.dumps would not write."""
+    return f"{b64(header)}.{b64(claims)}.{sig}"
+
+
+def signed_raw(claims: bytes, secret: str) -> str:
+    """An HS256 token over raw claims text."""
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(claims)
+    sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(sig)}"
+
+
+async def welcomed(ws) -> None:
+    await recv_type(ws, "system_message")
+
+
+async def still_open(ws) -> None:
+    """The socket serves the next frame as usual."""
+    await send_json(ws, {"type": "ping"})
+    pong, _ = await recv_type(ws, "pong")
+    assert pong["type"] == "pong"
+
+
+def raw_exchange(url: str, request: bytes, timeout: float = 2.0) -> bytes:
+    """Send raw bytes, return everything the server answers until it closes (or ``timeout``)."""
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as s:
+        s.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                raise AssertionError(f"no complete answer within {timeout} s; got {b''.join(chunks)[:200]!r}")
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def parse_response(raw: bytes) -> tuple[int, dict, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def upgrade_request(extra_headers: str) -> bytes:
+    return (f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-E2E-Test: true\r\n{extra_headers}\r\n").encode("latin-1")
+
+
+# ---------------------------------------------------------------- item 1: frames never cause a 1011
+
+@pytest.mark.parametrize("frame", [DEEP, DEEPER, DEEP.encode(), '{"type":' + DEEP + "}"],
+                         ids=["array-1000", "object-5000", "binary-array-1000", "deep-type"])
+async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_open(stack, token, frame):
+    async with connect_ws(stack, token) as ws:
+        await welcomed(ws)
+        await ws.send(frame)
+        error = await recv_json(ws)
+        assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE"
+        assert "nested deeper than" in error["message"]
+        await still_open(ws)
+
+
+@pytest.mark.parametrize("frame, why", [
+    ({"type": 5}, "type must be a string"),
+    ({"type": "start_agent", "payload": {"user_request": "x", "agent_type": ["a"]}}, "agent_type must be a string"),
+    ({"type": "start_agent", "payload": {"user_request": "x"}, "thread_id": {"a": 1}}, "thread_id must be a string"),
+    ({"type": "chat", "content": "x", "thread_id": [1]}, "thread_id must be a string"),
+    ([1, 2], "must be a JSON object"),
+    ("just a string", "must be a JSON object"),
+], ids=["type-int", "agent-type-list", "thread-id-dict", "chat-thread-id-list", "array", "string"])
+async def test_a_frame_with_wrong_types_gets_an_error_frame_naming_the_field(stack, token, frame, why):
+    async with connect_ws(stack, token) as ws:
+        await welcomed(ws)
+        await send_json(ws, frame)
+        error = await recv_json(ws)
+        assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE" and why in error["message"]
+        await still_open(ws)
+
+
+async def test_a_binary_frame_that_is_not_utf8_gets_an_error_frame(stack, token):
+    async with connect_ws(stack, token) as ws:
+        await welcomed(ws)
+        await ws.send(b"\xff\xfe{")
+        error = await recv_json(ws)
+        assert error["error_code"] == "INVALID_MESSAGE" and "not UTF-8" in error["message"]
+        await still_open(ws)
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_1007(stack, token):
+    async with connect_ws(stack, token) as ws:
+        await welcomed(ws)
+        await ws.send(b'{"type":"ping","x":"\xff"}', text=True)
+        closed, _ = await closed_by_server(ws)
+    assert closed.rcvd.code == 1007
+
+
+async def test_a_frame_over_16_mib_closes_1009(stack, token):
+    async with connect(stack.endpoints.ws_url, additional_headers={**E2E_HEADERS, "Authorization": f"Bearer {token}"},
+                       max_size=None, open_timeout=2, close_timeout=2) as ws:
+        await welcomed(ws)
+        await ws.send('{"type":"ping","pad":"' + "x" * (16 * 1024 * 1024) + '"}')
+        closed, _ = await closed_by_server(ws, timeout=5)
+    assert closed.rcvd.code == 1009
+
+
+# ---------------------------------------------------------------- item 3: tokens that are deeply nested JSON
+
+@pytest.mark.parametrize("token", [
+    raw_token(b'{"alg":"HS256"}', DEEP.encode()),
+    raw_token(DEEP.encode(), b'{"sub":"e2e-x"}'),
+    raw_token(b'{"alg":"HS256"}', ('{"sub":"e2e-x","a":' + DEEP + "}").encode()),
+], ids=["claims", "header", "nested-claim"])
+@pytest.mark.parametrize("e2e", [True, False], ids=["lenient", "strict"])
+async def test_a_token_of_deeply_nested_json_is_refused_403(stack, token, e2e):
+    with pytest.raises(InvalidStatus) as info:
+        async with connect_ws(stack, token, e2e=e2e):
+            pass
+    assert info.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("policy", ["lenient", "strict"])
+def test_policies_refuse_a_deeply_nested_token_with_a_token_error(policy):
+    with pytest.raises(tokens.TokenError, match="nested deeper"):
+        tokens.Policy(policy, ("s",)).accept(raw_token(b'{"alg":"HS256"}', DEEP.encode()), e2e=True)
+
+
+# ---------------------------------------------------------------- item 4: client errors on HTTP are 4xx JSON
+
+@pytest.mark.parametrize("endpoint, path", [
+    ("api", "/api/agents/execute"), ("api", "/api/agents/supervisor_agent/execute"), ("api", "/api/messages"),
+    ("auth", "/auth/e2e/test-auth"), ("auth", "/auth/validate"),
+])
+@pytest.mark.parametrize("body, why", [
+    (DEEP, "nested deeper than"), (DEEPER, "nested deeper than"), ('{"content": NaN}', "NaN is not JSON"),
+    ('{"content": 1e999}', "not finite"), ('{"content": "\\ud800"}', "surrogate"), (b"\xff\xfe", "not UTF-8"),
+], ids=["deep-array", "deep-object", "nan", "inf", "lone-surrogate", "not-utf8"])
+def test_a_body_that_is_not_json_gets_400_json_saying_why(stack, endpoint, path, body, why):
+    base = stack.endpoints.api_url if endpoint == "api" else stack.endpoints.auth_url
+    with http(base) as client:
+        r = client.post(path, content=body, headers={"content-type": "application/json", "X-E2E-Bypass-Key": "k"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "INVALID_JSON" and why in r.json()["detail"]
+
+
+def test_validate_with_a_token_that_is_not_a_string_is_422_json(stack):
+    with http(stack.endpoints.auth_url) as client:
+        r = client.post("/auth/validate", json={"token": 123})
+    assert r.status_code == 422 and "token must be a string" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"email": 5}, "email"), ({"permissions": "admin"}, "permissions"), ([1], "body"),
+])
+def test_test_auth_with_a_field_of_the_wrong_type_is_422_json_naming_it(stack, body, where):
+    with http(stack.endpoints.auth_url) as client:
+        r = client.post("/auth/e2e/test-auth", json=body, headers={"X-E2E-Bypass-Key": "k"})
+    assert r.status_code == 422 and where in r.json()["detail"]
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"agent_type": ["supervisor_agent"], "message": "hi"}, "agent_type"),
+    ({"agent_type": {"a": 1}, "message": "hi"}, "agent_type"),
+])
+def test_execute_with_an_agent_that_is_not_a_string_is_422_json(stack, body, why):
+    with http(stack.endpoints.api_url) as client:
+        r = client.post("/api/agents/execute", json=body)
+    assert r.status_code == 422 and why in r.json()["detail"]
+
+
+def test_admin_calls_with_a_body_that_is_not_json_get_400_json(stack):
+    with http(stack.endpoints.api_control_url) as client:
+        r = client.post("/__simstack/mark", content=DEEP, headers={"X-Simstack-Admin": stack.endpoints.admin_key})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_JSON"
+
+
+# ---------------------------------------------------------------- item 6: non-finite numbers
+
+@pytest.mark.parametrize("frame", [
+    '{"type":"start_agent","payload":{"user_request":"x"},"thread_id":NaN}',
+    '{"type":"ping","x":Infinity}',
+    '{"type":"user_message","content":"x","n":-Infinity}',
+    '{"type":"start_agent","payload":{"user_request":"x","budget":1e999}}',
+], ids=["nan-thread-id", "infinity", "minus-infinity", "overflow"])
+async def test_a_frame_with_non_finite_numbers_gets_an_error_frame_and_no_agent_run(stack, token, frame):
+    async with connect_ws(stack, token) as ws:
+        await welcomed(ws)
+        await ws.send(frame)
+        error = await recv_json(ws)
+        assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE"
+        await send_json(ws, {"type": "get_agent_status"})
+        status, between = await recv_type(ws, "agent_status")
+    assert status["status"] == "idle" and not [f for f in between if f["type"] in AGENT_EVENTS]
+
+
+async def test_every_frame_of_an_agent_run_is_rfc_8259_json(stack, token):
+    async with connect_ws(stack, token) as ws:
+        await send_json(ws, start_agent(thread_id="t-1"))
+        frames = []
+        while not frames or json.loads(frames[-1]).get("type") != "agent_completed":
+            frames.append(await asyncio.wait_for(ws.recv(), 2))
+    assert [strict_json(f)["type"] for f in frames] == [*WELCOME, *AGENT_EVENTS]
+
+
+# ---------------------------------------------------------------- item 7 (token side): strict claims checks
+
+NOW = int(time.time())
+
+
+@pytest.mark.parametrize("claims, why", [
+    (b'{"sub":"e2e-a","iss":"netra-auth-service","exp":NaN}', "NaN is not JSON"),
+    (b'{"sub":"e2e-a","iss":"netra-auth-service","exp":1e999}', "not finite"),
+    (b'{"sub":"e2e-a","iss":"netra-auth-service","exp":"never"}', "exp must be a number"),
+    (b'{"sub":"e2e-a","iss":"netra-auth-service","exp":true}', "exp must be a number"),
+    (b'{"sub":"e2e-a","iss":"netra-auth-service","exp":[9999999999]}', "exp must be a number"),
+    (f'{{"sub":"e2e-a","iss":"netra-auth-service","exp":{NOW + 900},"iat":"today"}}'.encode(), "iat must be a number"),
+    (f'{{"sub":"e2e-a","iss":"netra-auth-service","exp":{NOW + 900},"nbf":"now"}}'.encode(), "nbf must be a number"),
+    (f'{{"sub":"e2e-a","iss":"netra-auth-service","exp":{NOW + 900},"nbf":{NOW + 600}}}'.encode(), "not valid yet"),
+], ids=["exp-nan", "exp-inf", "exp-string", "exp-bool", "exp-list", "iat-string", "nbf-string", "nbf-future"])
+def test_strict_refuses_time_claims_that_are_not_finite_numbers(claims, why):
+    with pytest.raises(tokens.TokenError, match=why):
+        tokens.verify(signed_raw(claims, "s3cret"), ["s3cret"])
+
+
+def test_strict_accepts_numeric_time_claims():
+    claims = f'{{"sub":"e2e-a","iss":"netra-auth-service","exp":{NOW + 900},"iat":{NOW}.5,"nbf":{NOW - 1}}}'
+    assert tokens.verify(signed_raw(claims.encode(), "s3cret"), ["s3cret"])["sub"] == "e2e-a"
+
+
+def test_lenient_still_accepts_any_decodable_token_whatever_its_time_claims():
+    token = raw_token(b'{"alg":"none"}', b'{"sub":"e2e-a","exp":"never","iat":"today"}')
+    assert tokens.Policy("lenient", ("s",)).accept(token, e2e=True)["sub"] == "e2e-a"
+
+
+async def test_a_token_with_exp_nan_is_refused_where_the_api_verifies_it(stack):
+    # jwt_secret_mismatch makes the api verify strictly with a secret this test knows.
+    stack.faults.add("jwt_secret_mismatch", placement="before_accept", api_secret="known-to-the-test")
+    forged = signed_raw(b'{"sub":"e2e-a","iss":"netra-auth-service","exp":NaN}', "known-to-the-test")
+    good = tokens.mint("e2e-a", "a@x.test", "known-to-the-test")
+    with pytest.raises(InvalidStatus) as info:
+        async with connect_ws(stack, forged):
+            pass
+    assert info.value.response.status_code == 403
+    async with connect_ws(stack, good) as ws:
+        await welcomed(ws)
+
