@@ -19,9 +19,11 @@ class Service:
         """Arguments after ``python3``: uvicorn serving this stand-in."""
         bind = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
         runner = "simstack.fakes.serve" if fd is not None else "uvicorn"   # see fakes/serve.py: TCP_NODELAY
-        return ["-m", runner, self.app, *bind, "--log-level", "warning",
-                "--no-access-log", "--ws", "websockets-sansio", "--ws-ping-interval", "20",
-                "--ws-ping-timeout", "20", "--timeout-graceful-shutdown", "1"]
+        # uvicorn's h11 and websockets-sansio protocols, answering what they cannot parse with JSON (fakes/protocols.py)
+        protocols = ["--http", "simstack.fakes.protocols:HTTPProtocol",
+                     "--ws", "simstack.fakes.protocols:WebSocketProtocol"]
+        return ["-m", runner, self.app, *bind, "--log-level", "warning", "--no-access-log", *protocols,
+                "--ws-ping-interval", "20", "--ws-ping-timeout", "20", "--timeout-graceful-shutdown", "1"]
 
 
 API = Service("api", "simstack.fakes.api:app", 8000)

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from simstack.fakes import tokens
-from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, http,
+from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, http, mint,
                             recv_json, recv_type, send_json, start_agent)
 
 DEEP = "[" * 1000 + "]" * 1000
@@ -147,6 +147,38 @@ async def test_a_frame_over_16_mib_closes_1009(stack, token):
     assert closed.rcvd.code == 1009
 
 
+# ---------------------------------------------------------------- item 2: oversized upgrade headers
+
+@pytest.mark.parametrize("headers", [
+    f"Authorization: Bearer {'a' * 9000}\r\n",
+    f"Authorization: Bearer {'a' * 7000}\r\nSec-WebSocket-Protocol: jwt.{'b' * 9000}\r\n",
+    "".join(f"X-Filler-{i}: {i}\r\n" for i in range(130)),
+], ids=["one-9k-line", "two-tokens", "130-headers"])
+def test_an_upgrade_with_oversized_headers_gets_431_json_at_once_and_is_closed(stack, headers):
+    status, h, body = parse_response(raw_exchange(stack.endpoints.ws_url, upgrade_request(headers)))
+    assert status == 431 and h["content-type"] == "application/json"
+    assert json.loads(body)["error_code"] == "HEADERS_TOO_LARGE" and json.loads(body)["detail"]
+
+
+async def test_a_real_client_with_a_6_kb_token_in_both_places_gets_a_431_not_a_hang(stack):
+    big = mint("e2e-big", pad="x" * 4500)
+    assert 6000 < len(big) < 6500
+    raw = {"sec-websocket-protocol": "jwt." + b64(big.encode())}
+    with pytest.raises(InvalidStatus) as info:
+        async with connect_ws(stack, big, headers=raw, open_timeout=3):
+            pass
+    assert info.value.response.status_code == 431
+
+
+async def test_a_5_kb_token_in_both_places_is_served(stack):
+    big = mint("e2e-big", pad="x" * 3500)
+    assert 5000 <= len(big) < 5500
+    raw = {"sec-websocket-protocol": "jwt." + b64(big.encode())}
+    async with connect_ws(stack, big, headers=raw) as ws:
+        frame, _ = await recv_type(ws, "system_message")
+    assert frame["data"]["user_id"] == "e2e-big"
+
+
 # ---------------------------------------------------------------- item 3: tokens that are deeply nested JSON
 
 @pytest.mark.parametrize("token", [
@@ -215,6 +247,30 @@ def test_admin_calls_with_a_body_that_is_not_json_get_400_json(stack):
     with http(stack.endpoints.api_control_url) as client:
         r = client.post("/__simstack/mark", content=DEEP, headers={"X-Simstack-Admin": stack.endpoints.admin_key})
     assert r.status_code == 400 and r.json()["error_code"] == "INVALID_JSON"
+
+
+# ---------------------------------------------------------------- item 5: malformed HTTP gets JSON
+
+@pytest.mark.parametrize("endpoint", ["api", "auth"])
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /api/messages HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"NOT-HTTP\r\n\r\n",
+], ids=["content-length-abc", "header-without-colon", "no-request-line"])
+def test_a_malformed_http_request_gets_400_json(stack, endpoint, request_bytes):
+    url = stack.endpoints.api_url if endpoint == "api" else stack.endpoints.auth_url
+    status, headers, body = parse_response(raw_exchange(url, request_bytes))
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body)["error_code"] == "BAD_REQUEST" and json.loads(body)["detail"]
+
+
+def test_an_http_request_head_over_16_kib_gets_431_json(stack):
+    u = urlparse(stack.endpoints.api_url)
+    with socket.create_connection((u.hostname, u.port), timeout=2) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000)   # the head never ends
+        raw = s.recv(65536)
+    status, headers, body = parse_response(raw)
+    assert status == 431 and headers["content-type"] == "application/json" and "16 KiB" in json.loads(body)["detail"]
 
 
 # ---------------------------------------------------------------- item 6: non-finite numbers

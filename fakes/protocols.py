@@ -1,0 +1,69 @@
+"""uvicorn's HTTP and WebSocket protocols, with JSON answers where uvicorn writes plain text or nothing.
+
+Selected by ``--http simstack.fakes.protocols:HTTPProtocol --ws simstack.fakes.protocols:WebSocketProtocol``
+(see ``simstack/services.py``); everything else is uvicorn's own:
+
+- HTTP: a request uvicorn's h11 parser refuses (``Content-Length: abc``, a broken request
+  line, a head over 16 KiB that arrives in pieces) gets a JSON 400 (431 for the head that
+  is too large) instead of ``text/plain`` "Invalid HTTP request received.".
+- WebSocket: an upgrade that websockets' request parser refuses (a header line over
+  8 KiB, more than 128 header fields) got no answer at all under ``websockets-sansio`` and
+  its socket was held until the client gave up: websockets queues its 431/414 answer, but
+  uvicorn only writes what it queued once a request parses. Here such an upgrade gets a
+  JSON 431 (414 for a request line, 400 otherwise) at once, and the socket is closed.
+"""
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import RequestLineTooLong, SecurityError
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
+
+ERROR_CODES = {400: "BAD_REQUEST", 414: "REQUEST_LINE_TOO_LONG", 431: "HEADERS_TOO_LARGE"}
+
+
+def json_response_bytes(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 error response with a JSON body, as every stand-in error is (CONTRACT §2)."""
+    body = json.dumps({"detail": message, "error_code": ERROR_CODES.get(status, f"HTTP_{status}")}).encode()
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+class HTTPProtocol(H11Protocol):
+    """uvicorn's h11 protocol; a request it cannot parse is answered with JSON."""
+
+    def send_400_response(self, msg: str) -> None:
+        limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        if len(self.conn.trailing_data[0]) > limit:
+            status, why = 431, f"the request head is larger than {limit // 1024} KiB"
+        else:
+            status, why = 400, "malformed HTTP request (e.g. a Content-Length that is not a number)"
+        self.transport.write(json_response_bytes(status, f"{msg} {why}"))
+        self.transport.close()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol; an upgrade request it cannot parse is answered at once."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        refused = self.conn.handshake_exc
+        if refused is not None and not self.handshake_initiated and not self.transport.is_closing():
+            self._refuse(refused)
+
+    def _refuse(self, exc: Exception) -> None:
+        if isinstance(exc, RequestLineTooLong):
+            status, why = 414, f"the request line is longer than {MAX_LINE_LENGTH} bytes"
+        elif isinstance(exc, SecurityError):
+            status, why = 431, (f"a header line is longer than {MAX_LINE_LENGTH} bytes or there are more than "
+                                f"{MAX_NUM_HEADERS} header fields")
+        else:
+            status, why = 400, f"the upgrade request is not valid HTTP ({exc.__cause__ or exc})"
+        self.conn.data_to_send()   # drop websockets' own text/plain answer, queued but never written
+        self.transport.write(json_response_bytes(status, f"WebSocket upgrade refused: {why}"))
+        self.close_sent = self.handshake_complete = True
+        self.transport.close()
