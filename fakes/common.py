@@ -11,8 +11,12 @@ import time
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from simstack.shared.triggers import Candidate
+
+from . import tokens
 from .control import ADMIN_PREFIX, INTERNAL_HEADER, FaultBook, Timeline, admin_router
 from .strictjson import InvalidJSON
 from .timing import Profile, from_env
@@ -32,6 +36,25 @@ def error_body(status: int, detail, error_code: str | None = None) -> dict:
 
 def json_error(status: int, detail, error_code: str | None = None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, detail, error_code), status_code=status, headers=headers)
+
+
+def is_e2e(headers: Headers) -> bool:
+    """The request carries staging's E2E test headers (CONTRACT §4)."""
+    return headers.get("x-e2e-test", "").lower() in ("true", "1") or headers.get("x-test-type", "").lower() == "e2e"
+
+
+def http_candidate(headers: Headers) -> Candidate:
+    """An HTTP request as triggers see it: the ``sub`` of its bearer token (decoded leniently,
+    signature unchecked, as the WebSocket does) and its E2E headers."""
+    auth = headers.get("authorization", "")
+    user_id = None
+    if auth[:7].lower() == "bearer ":
+        try:
+            sub = tokens.decode(auth[7:].strip()).get("sub")
+            user_id = str(sub) if sub is not None else None
+        except tokens.TokenError:
+            pass
+    return Candidate(user_id, is_e2e(headers))
 
 
 @contextlib.asynccontextmanager
@@ -92,6 +115,8 @@ class HTTPFaults:
         path, method = scope["path"], scope["method"]
         rec = self.timeline.open("http", internal=_internal(scope), method=method, path=path)
         t0 = time.perf_counter()
+        who = http_candidate(Headers(scope=scope))
+        rec.user_id = who.user_id
 
         async def recording_send(message):
             if message["type"] == "http.response.start":
@@ -99,7 +124,7 @@ class HTTPFaults:
             await send(message)
 
         try:
-            response = await self._fault_response(path, method, rec)
+            response = await self._fault_response(path, method, who, rec)
             if self.profile.http_delay_s:
                 await asyncio.sleep(self.profile.http_delay_s)
             if response is not None:
@@ -110,9 +135,9 @@ class HTTPFaults:
             rec.duration_ms = round((time.perf_counter() - t0) * 1000, 2)
             self.timeline.touch(rec)
 
-    async def _fault_response(self, path: str, method: str, rec) -> JSONResponse | None:
+    async def _fault_response(self, path: str, method: str, who: Candidate, rec) -> JSONResponse | None:
         book, target = self.book, self.target
-        f = book.fire("cold_start", target, where=rec)
+        f = book.fire("cold_start", target, who, where=rec)
         if f:
             retry = str(f.params["retry_after_s"])
             return json_error(503, {"message": "service is starting (cold start), retry later",
@@ -120,17 +145,17 @@ class HTTPFaults:
                               headers={"Retry-After": retry})
         for f in book.candidates("status_override", target):
             if fnmatch.fnmatchcase(path, f.params["path"]) and f.params["method"] in ("*", method):
-                if book.decide(f, where=rec):
+                if book.decide(f, who, where=rec):
                     status = f.params["status"]
                     return json_error(status, {"message": f"simstack status_override: {method} {path} -> {status}",
                                                "fault": f.id})
         for f in book.candidates("health_hang", target):
             if path in f.params["paths"]:
-                if book.decide(f, where=rec):
+                if book.decide(f, who, where=rec):
                     await asyncio.sleep(f.params["hold_s"])
                     return json_error(504, "simstack health_hang: request held until the hold expired")
         if path == "/health/ready":
-            f = book.fire("slow_ready", target, where=rec)
+            f = book.fire("slow_ready", target, who, where=rec)
             if f:
                 await asyncio.sleep(f.params["delay_s"])
         return None

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from simstack.shared.errors import ConfigError
 from simstack.shared.faults import PROTOCOL, Fault
 from simstack.shared.constants import ENV_ADMIN_KEY
-from simstack.shared.triggers import TriggerState
+from simstack.shared.triggers import Candidate, TriggerState
 
 from . import strictjson
 
@@ -62,18 +62,18 @@ class FaultBook:
     def candidates(self, kind: str, target: str) -> list[Fault]:
         return [a.fault for a in self._active.values() if a.fault.kind == kind and a.fault.target == target]
 
-    def decide(self, fault: Fault, user_id: str | None = None, where=None) -> bool:
+    def decide(self, fault: Fault, who: Candidate = Candidate(), where=None) -> bool:
         """One candidate for one fault: does it fire? A hit is noted on ``where`` (a timeline record)."""
         active = self._active.get(fault.id)
-        hit = active is not None and active.state.decide(user_id, time.time() - active.applied_at)
+        hit = active is not None and active.state.decide(who.user_id, time.time() - active.applied_at, who.e2e)
         if hit and where is not None:
             where.faults.append(fault.id)
         return hit
 
-    def fire(self, kind: str, target: str, user_id: str | None = None, where=None) -> Fault | None:
+    def fire(self, kind: str, target: str, who: Candidate = Candidate(), where=None) -> Fault | None:
         """Evaluate every active fault of ``kind`` on ``target`` for one candidate;
         return the first that fires."""
-        hits = [f for f in self.candidates(kind, target) if self.decide(f, user_id)]
+        hits = [f for f in self.candidates(kind, target) if self.decide(f, who)]
         if hits and where is not None:
             where.faults.append(hits[0].id)
         return hits[0] if hits else None

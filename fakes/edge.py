@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simstack.shared.faults import AGENT_EVENTS
+from simstack.shared.triggers import Candidate
 
 from .control import FaultBook, Record
 from .tokens import TokenError, verify
@@ -57,6 +58,12 @@ class Upgrade:
     token: str | None
     rec: Record
     open_for: Callable[[str], int]      # open connections of a user (for connection_cap)
+    e2e: bool = False                   # the upgrade carries E2E test headers
+
+    @property
+    def who(self) -> Candidate:
+        """The upgrade as triggers see it."""
+        return Candidate(self.user_id, self.e2e)
 
 
 @dataclass
@@ -100,7 +107,7 @@ def edge_kinds() -> set[str]:
 
 @applies(BEFORE_ACCEPT, "cold_start")
 def _cold_start(u: Upgrade) -> Refusal | None:
-    f = u.book.fire("cold_start", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("cold_start", u.target, u.who, where=u.rec)
     if f:
         return Refusal(503, "service is starting (cold start), retry later", "SERVICE_UNAVAILABLE",
                        {"Retry-After": str(f.params["retry_after_s"])})
@@ -111,21 +118,21 @@ def _cold_start(u: Upgrade) -> Refusal | None:
 def _connection_cap(u: Upgrade) -> Refusal | None:
     for f in u.book.candidates("connection_cap", u.target):
         cap = f.params["max_connections"]
-        if u.open_for(u.user_id) >= cap and u.book.decide(f, u.user_id, where=u.rec):
+        if u.open_for(u.user_id) >= cap and u.book.decide(f, u.who, where=u.rec):
             return Refusal(429, f"connection limit of {cap} per user reached", "CONNECTION_LIMIT")
     return None
 
 
 @applies(BEFORE_ACCEPT, "upgrade_exception")
 def _upgrade_exception(u: Upgrade) -> Refusal | None:
-    if u.book.fire("upgrade_exception", u.target, u.user_id, where=u.rec):
+    if u.book.fire("upgrade_exception", u.target, u.who, where=u.rec):
         return Refusal(500, "simstack upgrade_exception fault: exception before accept", "INTERNAL_ERROR")
     return None
 
 
 @applies(BEFORE_ACCEPT, "auth_reject")
 def _auth_reject(u: Upgrade) -> Refusal | None:
-    if u.book.fire("auth_reject", u.target, u.user_id, where=u.rec):
+    if u.book.fire("auth_reject", u.target, u.who, where=u.rec):
         return Refusal(403, "auth_reject fault", "FORBIDDEN")
     return None
 
@@ -133,7 +140,7 @@ def _auth_reject(u: Upgrade) -> Refusal | None:
 def _mismatch(u: Upgrade, placement: str) -> str | None:
     """Why the token fails the api's (rotated) secret, if a mismatch fault at ``placement`` fires."""
     for f in u.book.candidates("jwt_secret_mismatch", u.target):
-        if f.params["placement"] == placement and u.book.decide(f, u.user_id, where=u.rec):
+        if f.params["placement"] == placement and u.book.decide(f, u.who, where=u.rec):
             try:
                 verify(u.token or "", [f.params["api_secret"]])
             except TokenError as exc:
@@ -159,7 +166,7 @@ def refusal_before_accept(u: Upgrade) -> Refusal | None:
 
 @applies(AFTER_ACCEPT, "auth_after_accept")
 def _auth_after_accept(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("auth_after_accept", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("auth_after_accept", u.target, u.who, where=u.rec)
     if f and plan.reject is None:
         plan.reject = f.params["reason"]
 
@@ -173,7 +180,7 @@ def _jwt_mismatch_after(u: Upgrade, plan: Plan) -> None:
 
 @applies(AFTER_ACCEPT, "close_after_accept")
 def _close_after_accept(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("close_after_accept", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("close_after_accept", u.target, u.who, where=u.rec)
     if f:
         plan.close(f.params["after_ms"] / 1000, f.params["code"], f.params["reason"])
         plan.hold_to_close |= f.params["before_first_frame"]
@@ -181,35 +188,35 @@ def _close_after_accept(u: Upgrade, plan: Plan) -> None:
 
 @applies(AFTER_ACCEPT, "drop_connection")
 def _drop_connection(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("drop_connection", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("drop_connection", u.target, u.who, where=u.rec)
     if f:
         plan.close(f.params["after_ms"] / 1000, CUT, "dropped")
 
 
 @applies(AFTER_ACCEPT, "max_lifetime")
 def _max_lifetime(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("max_lifetime", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("max_lifetime", u.target, u.who, where=u.rec)
     if f:
         plan.close(f.params["seconds"], f.params["close_code"], "Maximum connection lifetime reached")
 
 
 @applies(AFTER_ACCEPT, "late_welcome")
 def _late_welcome(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("late_welcome", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("late_welcome", u.target, u.who, where=u.rec)
     if f:
         plan.hold_until_s = max(plan.hold_until_s, f.params["delay_ms"] / 1000)
 
 
 @applies(AFTER_ACCEPT, "lost_events")
 def _lost_events(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("lost_events", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("lost_events", u.target, u.who, where=u.rec)
     if f:
         plan.lost_from = AGENT_EVENTS.index(f.params["from_event"])
 
 
 @applies(AFTER_ACCEPT, "delayed_events")
 def _delayed_events(u: Upgrade, plan: Plan) -> None:
-    f = u.book.fire("delayed_events", u.target, u.user_id, where=u.rec)
+    f = u.book.fire("delayed_events", u.target, u.who, where=u.rec)
     if f:
         plan.event_delay_s = f.params["delay_ms"] / 1000
 

@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from simstack.shared.errors import ConfigError
 
 from . import edge
-from .common import HTTPFaults, json_error
+from .common import HTTPFaults, is_e2e, json_error
 from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
 from .lifecycle import Registry
 from .timing import PROFILES
@@ -160,7 +160,7 @@ class Gateway:
             rec.states.append((state, round((time.monotonic() - t0) * 1000, 1)))
             self.timeline.touch(rec)
 
-        upgrade = edge.Upgrade(self.book, self.ws_target, user_id, token, rec, self.open.open_for)
+        upgrade = edge.Upgrade(self.book, self.ws_target, user_id, token, rec, self.open.open_for, is_e2e(ws.headers))
         refusal = edge.refusal_before_accept(upgrade)
         if refusal is not None:
             rec.status, rec.error = refusal.status, refusal.message

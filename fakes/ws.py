@@ -22,9 +22,10 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from websockets.frames import CloseCode
 
 from simstack.shared.constants import ENV_AUTH_POLICY, ENV_JWT_SECRET
+from simstack.shared.triggers import Candidate
 
 from . import agent, strictjson
-from .common import json_error
+from .common import is_e2e, json_error
 from .control import FaultBook, Record, Timeline
 from .edge import Refusal
 from .lifecycle import Connection, NotRegistered, Registry, State
@@ -55,11 +56,6 @@ def extract_token(ws: WebSocket) -> tuple[str | None, str]:
                 return None, "subprotocol (not base64url)"
     token = ws.query_params.get("token")
     return (token, "query") if token else (None, "none")
-
-
-def is_e2e(ws: WebSocket) -> bool:
-    h = ws.headers
-    return h.get("x-e2e-test", "").lower() in ("true", "1") or h.get("x-test-type", "").lower() == "e2e"
 
 
 def offered_subprotocols(ws: WebSocket) -> list[str]:
@@ -252,36 +248,36 @@ def _thread_id(value: str | int | None) -> str | None:
     return str(value) if value is not None and value != "" else None
 
 
-def refusal_before_accept(ws: WebSocket, token: str | None, user_id: str, rec: Record) -> Refusal | None:
+def refusal_before_accept(ws: WebSocket, token: str | None, who: Candidate, rec: Record) -> Refusal | None:
     """The checks staging runs before accepting, in order, with the faults that hit them."""
     st = ws.app.state
     book: FaultBook = st.book
-    f = book.fire("cold_start", "ws", user_id, where=rec)
+    f = book.fire("cold_start", "ws", who, where=rec)
     if f:
         return Refusal(503, "service is starting (cold start), retry later", "SERVICE_UNAVAILABLE",
                        {"Retry-After": str(f.params["retry_after_s"])})
     for f in book.candidates("connection_cap", "ws"):
-        if st.registry.open_for(user_id) >= f.params["max_connections"] and book.decide(f, user_id, where=rec):
+        if st.registry.open_for(who.user_id) >= f.params["max_connections"] and book.decide(f, who, where=rec):
             return Refusal(429, f"connection limit of {f.params['max_connections']} per user reached",
                            "CONNECTION_LIMIT")
-    if book.fire("upgrade_exception", "ws", user_id, where=rec):
+    if book.fire("upgrade_exception", "ws", who, where=rec):
         rec.status, rec.states = 500, [("raised before accept", None)]
         st.timeline.touch(rec)
         raise RuntimeError("simstack upgrade_exception fault: exception before accept")
     if token is None:
         return Refusal(403, "no token (Authorization, jwt. subprotocol or ?token=)")
     try:
-        st.policy.accept(token, is_e2e(ws))
+        st.policy.accept(token, who.e2e)
     except TokenError as exc:
         return Refusal(403, str(exc))
-    if book.fire("auth_reject", "ws", user_id, where=rec):
+    if book.fire("auth_reject", "ws", who, where=rec):
         return Refusal(403, "auth_reject fault")
     return None
 
 
-def rejection_after_accept(token: str, user_id: str, book: FaultBook, mismatch, rec: Record) -> str | None:
+def rejection_after_accept(token: str, who: Candidate, book: FaultBook, mismatch, rec: Record) -> str | None:
     """Why auth fails once the connection is accepted (error_message frame, then 1008), if it does."""
-    after = book.fire("auth_after_accept", "ws", user_id, where=rec)
+    after = book.fire("auth_after_accept", "ws", who, where=rec)
     if after:
         return after.params["reason"]
     if mismatch and mismatch.params["placement"] == "after_accept":
@@ -302,6 +298,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     except TokenError:
         user_id = "anonymous"
     conn = Connection(user_id)
+    who = Candidate(user_id, is_e2e(ws.headers))
     rec.user_id, rec.connection_id = user_id, conn.id
 
     def note(extra: str | None = None) -> None:
@@ -310,8 +307,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
     if st.profile.http_delay_s:
         await asyncio.sleep(st.profile.http_delay_s)
-    refusal = refusal_before_accept(ws, token, user_id, rec)
-    mismatch = book.fire("jwt_secret_mismatch", "ws", user_id, where=rec)
+    refusal = refusal_before_accept(ws, token, who, rec)
+    mismatch = book.fire("jwt_secret_mismatch", "ws", who, where=rec)
     if refusal is None and mismatch and mismatch.params["placement"] == "before_accept":
         why = _mismatch(token, mismatch)
         refusal = Refusal(403, why) if why else None
@@ -333,14 +330,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     registry.count_open(user_id, +1)
     session = Session(ws, conn, registry, book, st.profile, rec, timeline)
     try:
-        why = rejection_after_accept(token, user_id, book, mismatch, rec)
+        why = rejection_after_accept(token, who, book, mismatch, rec)
         if why is not None:
             await ws.send_text(strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
                                                  "message": why, "timestamp": agent.now_iso()}))
             rec.frames_out.append("error_message")
             await session.close(CloseCode.POLICY_VIOLATION, why[:120])
             return
-        await _serve(session, book, user_id, rec)
+        await _serve(session, book, who, rec)
     except Drop:
         rec.close_code, rec.close_reason = CloseCode.ABNORMAL_CLOSURE, "dropped without close frame"
     except WebSocketDisconnect as exc:
@@ -369,18 +366,18 @@ def _mismatch(token: str, fault) -> str | None:
     return None
 
 
-async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -> None:
+async def _serve(session: Session, book: FaultBook, who: Candidate, rec: Record) -> None:
     """Apply the per-connection faults, then run the handler the faults select."""
-    f = book.fire("setup_error", "ws", user_id, where=rec)
+    f = book.fire("setup_error", "ws", who, where=rec)
     if f:
-        raise ValueError(f"setup_error fault: {f.params['message']} ({user_id!r})")
-    race = book.fire("race_on_accept", "ws", user_id, where=rec)
-    lost = book.fire("lost_events", "ws", user_id, where=rec)
+        raise ValueError(f"setup_error fault: {f.params['message']} ({who.user_id!r})")
+    race = book.fire("race_on_accept", "ws", who, where=rec)
+    lost = book.fire("lost_events", "ws", who, where=rec)
     if lost:
         session.lost_from = agent.EVENTS.index(lost.params["from_event"])
-    delayed = book.fire("delayed_events", "ws", user_id, where=rec)
+    delayed = book.fire("delayed_events", "ws", who, where=rec)
     session.event_delay_s = delayed.params["delay_ms"] / 1000 if delayed else 0.0
-    late = book.fire("late_welcome", "ws", user_id, where=rec)
+    late = book.fire("late_welcome", "ws", who, where=rec)
     welcome_s = session.profile.first_frame_s + (late.params["delay_ms"] / 1000 if late else 0.0)
     register_s = race.params["register_delay_ms"] / 1000 if race else 0.0
     if race and not race.params["fixed"]:
@@ -389,14 +386,14 @@ async def _serve(session: Session, book: FaultBook, user_id: str, rec: Record) -
         handler = session.run_fixed(register_s, welcome_s)
 
     limits = []
-    drop = book.fire("drop_connection", "ws", user_id, where=rec)
+    drop = book.fire("drop_connection", "ws", who, where=rec)
     if drop:
         limits.append((drop.params["after_ms"] / 1000, CloseCode.ABNORMAL_CLOSURE, "dropped"))
-    closing = book.fire("close_after_accept", "ws", user_id, where=rec)
+    closing = book.fire("close_after_accept", "ws", who, where=rec)
     if closing:
         limits.append((closing.params["after_ms"] / 1000, closing.params["code"], closing.params["reason"]))
         session.held = closing.params["before_first_frame"]
-    life = book.fire("max_lifetime", "ws", user_id, where=rec)
+    life = book.fire("max_lifetime", "ws", who, where=rec)
     if life:
         limits.append((life.params["seconds"], life.params["close_code"], "Maximum connection lifetime reached"))
     if not limits:

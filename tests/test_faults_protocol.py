@@ -71,8 +71,8 @@ async def test_setup_error_closes_1011_for_e2e_users_even_with_the_race_fixed(st
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, "Internal error")
 
 
-async def test_setup_error_spares_users_whose_id_does_not_match(stack):
-    stack.faults.add("setup_error")
+async def test_setup_error_with_a_user_trigger_spares_users_whose_id_does_not_match(stack):
+    stack.faults.add("setup_error", trigger={"user": "^e2e-"})
     async with connect_ws(stack, mint("alice-1234")) as ws:
         events = await run_agent(ws)
     assert [e["type"] for e in events] == list(AGENT_EVENTS)

@@ -17,11 +17,12 @@ from urllib.parse import urlparse
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from simstack.fakes import tokens
+from simstack.scenarios import load_scenario
 from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, http, mint,
-                            recv_json, recv_type, send_json, start_agent)
+                            recv_json, recv_type, run_agent, send_json, start_agent)
 
 DEEP = "[" * 1000 + "]" * 1000
 DEEPER = '{"a":' * 5000 + "1" + "}" * 5000
@@ -343,3 +344,65 @@ async def test_a_token_with_exp_nan_is_refused_where_the_api_verifies_it(stack):
     async with connect_ws(stack, good) as ws:
         await welcomed(ws)
 
+
+# ---------------------------------------------------------------- item 17: setup_error hits every e2e connection
+
+REAL_SUITE_IDS = ["e2e-4f1c2a9b", "staging-e2e-user-001", "staging_pipeline_test_user_1764160000", "alice"]
+
+
+@pytest.mark.parametrize("fault", ["default", "scenario"])
+@pytest.mark.parametrize("user_id", REAL_SUITE_IDS)
+async def test_setup_error_hits_every_connection_with_e2e_headers_whatever_the_user_id(stack, fault, user_id):
+    if fault == "default":
+        stack.faults.apply([{"kind": "race_on_accept", "params": {"fixed": True, "register_delay_ms": 0}},
+                            {"kind": "setup_error"}])
+    else:
+        stack.faults.apply(load_scenario("setup-error-1011").faults)
+    async with connect_ws(stack, mint(user_id)) as ws:
+        closed, frames = await closed_by_server(ws)
+    assert (closed.rcvd.code, closed.rcvd.reason, frames) == (1011, "Internal error", [])
+
+
+async def test_setup_error_spares_connections_without_e2e_headers(stack, token):
+    stack.faults.add("setup_error")
+    async with connect_ws(stack, token, e2e=False) as ws:   # the stack's own token passes strict checks
+        events = await run_agent(ws)
+    assert [e["type"] for e in events] == list(AGENT_EVENTS)
+
+
+async def test_an_e2e_trigger_fires_on_the_x_test_type_header_alone(stack):
+    stack.faults.add("drop_connection", trigger={"e2e": True})
+    async with connect_ws(stack, mint("e2e-a"), e2e=False, headers={"X-Test-Type": "E2E"}) as ws:
+        with pytest.raises(ConnectionClosedError) as info:
+            await recv_json(ws)
+    assert info.value.rcvd is None   # 1006: dropped without a close frame
+
+
+# ---------------------------------------------------------------- item 19: user triggers on HTTP faults
+
+@pytest.mark.parametrize("endpoint, path", [("api", "/api/agents"), ("auth", "/health")])
+def test_a_user_trigger_on_an_http_fault_fires_for_requests_whose_bearer_token_matches(stack, endpoint, path):
+    stack.faults.add("status_override", target=endpoint, path=path, status=502, trigger={"user": "^e2e-"})
+    base = stack.endpoints.api_url if endpoint == "api" else stack.endpoints.auth_url
+    with http(base) as client:
+        hit = client.get(path, headers={"Authorization": f"Bearer {mint('e2e-7')}"})
+        other = client.get(path, headers={"Authorization": f"Bearer {mint('alice')}"})
+        garbage = client.get(path, headers={"Authorization": "Bearer not-a-jwt"})
+        anonymous = client.get(path)
+    assert hit.status_code == 502 and hit.json()["error_code"]
+    assert (other.status_code, garbage.status_code, anonymous.status_code) == (200, 200, 200)
+
+
+def test_an_e2e_trigger_on_an_http_fault_fires_for_requests_with_e2e_headers(stack):
+    stack.faults.add("status_override", target="api", path="/api/agents", status=503, trigger={"e2e": True})
+    with http(stack.endpoints.api_url) as client:
+        assert client.get("/api/agents", headers=E2E_HEADERS).status_code == 503
+        assert client.get("/api/agents").status_code == 200
+
+
+def test_http_records_carry_the_bearer_tokens_user(stack):
+    _, versions = stack.faults.timeline()
+    with http(stack.endpoints.api_url) as client:
+        client.get("/api/agents", headers={"Authorization": f"Bearer {mint('e2e-traced')}"})
+    records, _ = stack.faults.timeline(since=versions)
+    assert [r["user_id"] for r in records if r["path"] == "/api/agents"] == ["e2e-traced"]

@@ -33,6 +33,12 @@ def test_user_fires_for_matching_user_ids_only():
         [True, False, False, False, True]
 
 
+def test_e2e_fires_for_candidates_with_e2e_headers_whatever_their_user_id():
+    state = TriggerState(Trigger.parse({"e2e": True}))
+    assert [state.decide(u, e2e=e2e) for u, e2e in (("staging_pipeline_test_user_1", True), ("e2e-1", False),
+                                                     (None, True), ("alice", False))] == [True, False, True, False]
+
+
 def test_window_fires_between_start_and_end_seconds():
     state = TriggerState(Trigger.parse({"window": [1, 2]}))
     assert [state.decide(None, t) for t in (0.0, 0.99, 1.0, 1.5, 1.99, 2.0, 30.0)] == \
@@ -63,7 +69,7 @@ def test_seen_and_fired_count_candidates_and_hits():
 
 
 @pytest.mark.parametrize("spec", [{"first": 3}, {"every": 2}, {"probability": 0.3, "seed": 7},
-                                  {"user": "^e2e-"}, {"window": [0.0, 30.0]}, {"always": True}])
+                                  {"user": "^e2e-"}, {"e2e": True}, {"window": [0.0, 30.0]}, {"always": True}])
 def test_to_dict_round_trips(spec):
     assert Trigger.parse(spec).to_dict() == spec
     assert Trigger.parse(Trigger.parse(spec).to_dict()) == Trigger.parse(spec)
@@ -84,6 +90,8 @@ BAD = [
     ({"window": [False, True]}, "trigger.window", "[start_s, end_s]"),
     ({"probability": True, "seed": 1}, "trigger.probability", "between 0 and 1"),
     ({"always": False}, "trigger.always", "is not true"),
+    ({"e2e": False}, "trigger.e2e", "is not true"),
+    ({"e2e": "yes"}, "trigger.e2e", "is not true"),
 ]
 
 

@@ -196,10 +196,11 @@ _protocol("race_on_accept", ("ws",),
           Param("register_delay_ms", int, 500, "how long registration takes", minimum=0),
           Param("fixed", bool, False, "deploy the fix: register before handling, queue inbound frames until ready"))
 _protocol("setup_error", ("ws",),
-          "connection setup raises for matching user ids (a user-id format check that rejects e2e ids)",
+          "connection setup raises for e2e test users (a user-id format check that rejects e2e ids); by default "
+          "for every connection that carries E2E test headers, whatever its user id looks like",
           "HTTP 101, then close 1011 'Internal error', even with the race fix deployed",
           Param("message", str, "invalid user id format", "the exception text (server log only)"),
-          trigger={"user": r"^(e2e|test|staging-e2e)[-_]"})
+          trigger={"e2e": True})
 _protocol("health_hang", ("api", "auth"), "matching health paths never answer", "HTTP read timeout (e.g. curl -m 10 gives up)",
           Param("paths", list, ["/health"], "paths that hang"),
           Param("hold_s", float, 600.0, "how long the request is held before the server gives up", minimum=0))

@@ -3,7 +3,9 @@
 A trigger is evaluated once per *candidate*: a new WebSocket connection for
 WebSocket faults, a request for HTTP faults. Its decisions depend only on the
 sequence of candidates (and, for ``window``, on time since the stack started),
-so the same scenario gives the same decisions on every run.
+so the same scenario gives the same decisions on every run. A candidate is seen
+as a :class:`Candidate`: the user id of its token (``sub``; for HTTP requests, of
+an ``Authorization: Bearer`` token) and whether it carries E2E test headers.
 
 Written in scenario files and the CLI as a one-key mapping:
 
@@ -12,6 +14,7 @@ Written in scenario files and the CLI as a one-key mapping:
     every: 2                     the 2nd, 4th, 6th ... candidate
     probability: 0.3, seed: 7    a seeded draw per candidate (same seed, same decisions)
     user: "^e2e-"                candidates whose user id matches the regex
+    e2e: true                    candidates carrying E2E test headers (X-E2E-Test: true or X-Test-Type: E2E)
     window: [0, 30]              candidates between 0 s and 30 s after the fault was applied
                                  (a scenario given to `simstack up` is applied as the stack starts)
 """
@@ -23,7 +26,14 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-RULES = ("always", "first", "every", "probability", "user", "window")
+RULES = ("always", "first", "every", "probability", "user", "e2e", "window")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a trigger sees of one candidate (a new WebSocket connection or an HTTP request)."""
+    user_id: str | None = None   # the ``sub`` of its token, when it carries one that decodes
+    e2e: bool = False            # it carries E2E test headers (X-E2E-Test: true or X-Test-Type: E2E)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,11 @@ class Trigger:
                 raise ConfigError(f"{where}.always: {value!r} is not true",
                                   "write `always: true`, or remove the fault to never fire it")
             return cls()
+        if rule == "e2e":
+            if value is not True:
+                raise ConfigError(f"{where}.e2e: {value!r} is not true",
+                                  "write `e2e: true` to fire for candidates that carry E2E test headers")
+            return cls(rule=rule)
         if rule in ("first", "every"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}.{rule}: {value!r} is not a positive integer",
@@ -98,6 +113,8 @@ class Trigger:
             return {"probability": self.p, "seed": self.seed}
         if self.rule == "user":
             return {"user": self.pattern}
+        if self.rule == "e2e":
+            return {"e2e": True}
         if self.rule == "window":
             return {"window": list(self.window)}
         return {"always": True}
@@ -119,8 +136,8 @@ class TriggerState:
         self._rng = random.Random(self.trigger.seed)
         self._re = re.compile(self.trigger.pattern) if self.trigger.rule == "user" else None
 
-    def decide(self, user_id: str | None = None, since_applied: float = 0.0) -> bool:
-        """One candidate: does the fault fire for it?"""
+    def decide(self, user_id: str | None = None, since_applied: float = 0.0, e2e: bool = False) -> bool:
+        """One candidate (its user id, time since the fault was applied, E2E headers or not): does the fault fire?"""
         self.seen += 1
         t = self.trigger
         if t.rule == "always":
@@ -133,6 +150,8 @@ class TriggerState:
             hit = self._rng.random() < t.p
         elif t.rule == "user":
             hit = bool(user_id) and self._re.search(user_id) is not None
+        elif t.rule == "e2e":
+            hit = e2e
         else:
             hit = t.window[0] <= since_applied < t.window[1]
         self.fired += hit
