@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import httpx
 
 from .shared.errors import ConfigError, StartError
+from .services import PROTOCOLS
 from .shared.faults import DEP_PREFIX
 
 SERVICES = ("api", "auth")
@@ -189,7 +190,7 @@ def gateway_argv(fd: int) -> list[str]:
     """The gateway as uvicorn serves it, on an inherited socket (see fakes/serve.py)."""
     return [sys.executable, "-m", "simstack.fakes.serve", GATEWAY_APP, "--factory", "--fd", str(fd),
             "--log-level", "warning", "--no-access-log", "--no-server-header", "--no-date-header",
-            "--ws", "websockets-sansio", "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
+            *PROTOCOLS, "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
             "--timeout-graceful-shutdown", "1"]
 
 

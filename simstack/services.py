@@ -9,6 +9,11 @@ import os
 from dataclasses import dataclass
 
 
+# uvicorn's h11 and websockets-sansio protocols, answering what they cannot parse with JSON at once
+# (fakes/protocols.py): every uvicorn simstack starts runs with these.
+PROTOCOLS = ("--http", "simstack.fakes.protocols:HTTPProtocol", "--ws", "simstack.fakes.protocols:WebSocketProtocol")
+
+
 @dataclass(frozen=True)
 class Service:
     name: str          # "api" | "auth"
@@ -19,10 +24,7 @@ class Service:
         """Arguments after ``python3``: uvicorn serving this stand-in."""
         bind = ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
         runner = "simstack.fakes.serve" if fd is not None else "uvicorn"   # see fakes/serve.py: TCP_NODELAY
-        # uvicorn's h11 and websockets-sansio protocols, answering what they cannot parse with JSON (fakes/protocols.py)
-        protocols = ["--http", "simstack.fakes.protocols:HTTPProtocol",
-                     "--ws", "simstack.fakes.protocols:WebSocketProtocol"]
-        return ["-m", runner, self.app, *bind, "--log-level", "warning", "--no-access-log", *protocols,
+        return ["-m", runner, self.app, *bind, "--log-level", "warning", "--no-access-log", *PROTOCOLS,
                 "--ws-ping-interval", "20", "--ws-ping-timeout", "20", "--timeout-graceful-shutdown", "1"]
 
 

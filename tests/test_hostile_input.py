@@ -12,7 +12,9 @@ import hashlib
 import hmac
 import json
 import socket
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -20,7 +22,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from simstack.fakes import tokens
+from simstack.own import OwnService
 from simstack.scenarios import load_scenario
+from simstack.stack import Stack
 from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, http, mint,
                             recv_json, recv_type, run_agent, send_json, start_agent)
 
@@ -406,3 +410,35 @@ def test_http_records_carry_the_bearer_tokens_user(stack):
         client.get("/api/agents", headers={"Authorization": f"Bearer {mint('e2e-traced')}"})
     records, _ = stack.faults.timeline(since=versions)
     assert [r["user_id"] for r in records if r["path"] == "/api/agents"] == ["e2e-traced"]
+
+
+# ---------------------------------------------------------------- the gateway in front of a service of yours
+
+GATEWAY_UPSTREAM = (f"{sys.executable} -m uvicorn upstream_app:app --app-dir {Path(__file__).resolve().parent} "
+                    "--port {port} --log-level warning")
+
+
+@pytest.fixture(scope="module")
+def gateway_stack():
+    with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=GATEWAY_UPSTREAM)]) as s:
+        yield s
+
+
+def test_the_gateway_answers_an_upgrade_with_oversized_headers_431_json_at_once(gateway_stack):
+    raw = upgrade_request(f"Authorization: Bearer {'a' * 9000}\r\n")
+    status, headers, body = parse_response(raw_exchange(gateway_stack.endpoints.ws_url, raw))
+    assert status == 431 and headers["content-type"] == "application/json" and json.loads(body)["detail"]
+
+
+async def test_an_e2e_trigger_fires_at_the_gateway(gateway_stack):
+    gateway_stack.faults.add("drop_connection", trigger={"e2e": True})
+    try:
+        async with connect_ws(gateway_stack, mint("staging_pipeline_test_user_1")) as ws:
+            with pytest.raises(ConnectionClosedError) as info:
+                while True:
+                    await recv_json(ws)
+        async with connect_ws(gateway_stack, mint("staging_pipeline_test_user_1"), e2e=False) as ws:
+            assert await recv_json(ws)   # the upstream's hello: no E2E headers, no fault
+    finally:
+        gateway_stack.faults.reset()
+    assert info.value.rcvd is None
