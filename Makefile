@@ -32,7 +32,7 @@ engine:
 	@docker/engine.sh ensure
 
 images: setup engine
-	@docker/build-images.sh
+	@$(VENV)/bin/simstack images build
 
 repro-1011: setup
 	$(VENV)/bin/simstack repro 1011
@@ -48,15 +48,15 @@ repro-own-backend: setup redis
 test: setup
 	@$(MAKE) --no-print-directory redis || echo "make test: no redis-server; the own-backend example test will be skipped"
 	@docker/engine.sh ensure || echo "make test: no Docker engine; docker-mode tests will be skipped (see message above)"
-	@docker/build-images.sh || echo "make test: image build failed; docker-mode tests will be skipped"
+	@$(VENV)/bin/simstack images build || echo "make test: image build failed; docker-mode tests will be skipped"
 	$(PY) -m pytest -q
 
 e2e: setup
 	$(VENV)/bin/simstack e2e
 
 bench: setup
-	@if docker/engine.sh status >/dev/null 2>&1; then docker/build-images.sh >/dev/null || echo "make bench: image build failed; docker figures will be skipped"; fi
+	@if docker/engine.sh status >/dev/null 2>&1; then $(VENV)/bin/simstack images build >/dev/null || echo "make bench: image build failed; docker figures will be skipped"; fi
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) bin build *.egg-info docker/.build
+	rm -rf $(VENV) bin build dist *.egg-info docker/.build

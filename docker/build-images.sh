@@ -6,25 +6,30 @@
 #      Set SIMSTACK_BASE_IMAGE=python:3.11-slim to build on the official image instead (it must be
 #      present locally or pullable); only the default name is ever built here.
 #   2. Stand-ins    ($SIMSTACK_STANDINS_IMAGE, default simstack/standins:<version>): wheels of the
-#      runtime deps (pyproject's dependencies minus docker/testcontainers, pinned to the versions in
-#      .venv) downloaded on the host, installed with `pip install --target`, plus simstack/ and fakes/ (as simstack/fakes);
+#      runtime deps (simstack's dependencies minus docker/testcontainers, pinned to the versions
+#      installed beside simstack) downloaded on the host, installed with `pip install --target`, plus
+#      the files the stand-ins run (simstack/__init__.py, simstack/shared/, simstack/fakes/);
 #      built with `DOCKER_BUILDKIT=0 docker build --network=none`. One image runs api and auth.
 #   3. Toxiproxy    ($SIMSTACK_TOXIPROXY_IMAGE, default ghcr.io/shopify/toxiproxy:2.12.0): FROM scratch
-#      around bin/toxiproxy-server (scripts/install-toxiproxy.sh builds it), like the official image.
+#      around the toxiproxy-server simstack finds (`simstack install-toxiproxy` builds it), like the
+#      official image.
 #
-# The names and their defaults live in simstack/images.py (one source of truth with the launcher).
+# The names and their defaults, the stand-ins' files and requirements come from simstack/images.py
+# (one source of truth with the launcher), so this script runs the same from a checkout
+# (`make images`) and from an installed package (`simstack images build`, which ships it).
 # Each image carries a `simstack.inputs` label, the hash of what it was built from; an image whose
 # label matches is skipped, and one without the label (pulled or built elsewhere) is never replaced.
-# Scratch space: docker/.build/ (gitignored). Env: PYTHON (default .venv/bin/python).
+# Env: PYTHON (default .venv/bin/python), SIMSTACK_BUILD_DIR (scratch space, default docker/.build/).
 set -euo pipefail
 export DOCKER_BUILDKIT=0  # no buildx on these machines: classic builder
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BUILD="$ROOT/docker/.build"
+BUILD="${SIMSTACK_BUILD_DIR:-$ROOT/docker/.build}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 mkdir -p "$BUILD"
+BUILD="$(cd "$BUILD" && pwd)"
 exec 9>"$BUILD/.lock"
-flock 9  # two builds at once would fight over docker/.build
+flock 9  # two builds at once would fight over the scratch space
 
 T0=$(date +%s.%N)
 STEP=0
@@ -34,9 +39,10 @@ die() { printf 'build-images: %s\n' "$*" >&2; exit 1; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
 sha() { sha256sum | cut -c1-32; }
 
-[ -x "$PY" ] || die "no Python at $PY; run \`make setup\` first (or set PYTHON)"
-docker info >/dev/null 2>&1 || die "no Docker engine answers; run \`make engine\` (docker mode is optional: --mode local works without it)"
-eval "$(cd "$ROOT" && "$PY" -m simstack.images)"
+[ -x "$PY" ] || die "no Python at $PY; run \`make setup\` first (or \`simstack images build\`, or set PYTHON)"
+docker info >/dev/null 2>&1 || die "no Docker engine answers; start one (\`make engine\` in a checkout; docker mode is optional: --mode local works without it)"
+images_py() { (cd "$ROOT" && "$PY" -m simstack.images "$@"); }
+eval "$(images_py)"
 
 # The label of an image: "-" when the image is missing, "" when it exists without the label.
 label_of() {
@@ -141,25 +147,6 @@ note "($(since "$t"))"
 # ---------------------------------------------------------------------------------------------
 # 2. Stand-ins image
 
-# Print the requirement lines (pyproject runtime deps minus the docker libraries), then, after a
-# "---" line, constraints pinning every distribution installed in the venv.
-standins_requirements() {
-  "$PY" - "$ROOT/pyproject.toml" <<'EOF'
-import re, sys, tomllib
-from importlib import metadata
-deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
-host_only = {"docker", "testcontainers"}  # the launcher's libraries, not the stand-ins'
-for dep in deps:
-    if re.split(r"[\s<>=!~\[;]", dep, maxsplit=1)[0].lower() not in host_only:
-        print(dep)
-print("---")
-pins = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
-pins.pop("simstack", None)
-for name in sorted(pins):
-    print(f"{name}=={pins[name]}")
-EOF
-}
-
 build_standins() {
   local ctx="$BUILD/standins" wheels="$BUILD/wheels"
   local target=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311
@@ -179,10 +166,7 @@ build_standins() {
     --target "$ctx/site" "${target[@]}" -r "$ctx/requirements.txt" -c "$ctx/constraints.txt" \
     || die "pip install --target failed (see above)"
   rm -rf "$ctx/site/bin"  # console scripts point at the host's interpreter; run `python3 -m uvicorn`
-  # The installed package's layout: the repository's fakes/ is simstack.fakes.
-  tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -c simstack | tar -C "$ctx/app" -x
-  mkdir -p "$ctx/app/simstack/fakes"
-  tar -C "$ROOT/fakes" --exclude=__pycache__ --exclude='*.pyc' -c . | tar -C "$ctx/app/simstack/fakes" -x
+  images_py stage "$ctx/app" || die "staging the stand-ins' files failed (see above)"
   cat >"$ctx/Dockerfile" <<EOF
 FROM $BASE_IMAGE
 COPY site $STANDINS_ROOT/site
@@ -201,9 +185,7 @@ EOF
 
 t=$(date +%s.%N)
 step "stand-ins $STANDINS_IMAGE"
-[ -f "$ROOT/fakes/api.py" ] && [ -f "$ROOT/fakes/auth.py" ] \
-  || note "warning: fakes/api.py or fakes/auth.py is missing; the image will not serve yet"
-REQS="$(standins_requirements)"
+REQS="$(images_py requirements)"
 REQS_H="$(echo "$REQS" | sha)"
 H="$( { docker image inspect -f '{{.Id}}' "$BASE_IMAGE"; echo "$REQS_H $SOURCES_HASH $STANDINS_CMD"; declare -f build_standins; } | sha)"
 if ! up_to_date "$STANDINS_IMAGE" "$H"; then
@@ -218,12 +200,13 @@ note "($(since "$t"))"
 build_toxiproxy() {
   local ctx="$BUILD/toxiproxy"
   rm -rf "$ctx" && mkdir -p "$ctx"
-  cp "$ROOT/bin/toxiproxy-server" "$ctx/toxiproxy"
-  cp "$ROOT/bin/toxiproxy-cli" "$ctx/toxiproxy-cli"
-  cat >"$ctx/Dockerfile" <<'EOF'
-FROM scratch
-COPY toxiproxy /toxiproxy
-COPY toxiproxy-cli /toxiproxy-cli
+  cp "$TOXIPROXY_SERVER" "$ctx/toxiproxy"
+  printf 'FROM scratch\nCOPY toxiproxy /toxiproxy\n' >"$ctx/Dockerfile"
+  if [ -x "$TOXIPROXY_CLI" ]; then   # the official image has it too
+    cp "$TOXIPROXY_CLI" "$ctx/toxiproxy-cli"
+    echo "COPY toxiproxy-cli /toxiproxy-cli" >>"$ctx/Dockerfile"
+  fi
+  cat >>"$ctx/Dockerfile" <<'EOF'
 EXPOSE 8474
 ENTRYPOINT ["/toxiproxy"]
 CMD ["-host=0.0.0.0"]
@@ -234,11 +217,12 @@ EOF
 
 t=$(date +%s.%N)
 step "Toxiproxy $TOXIPROXY_IMAGE"
-"$ROOT/scripts/install-toxiproxy.sh" >/dev/null || die "scripts/install-toxiproxy.sh failed (see above)"
-H="$( { cat "$ROOT/bin/toxiproxy-server" "$ROOT/bin/toxiproxy-cli"; declare -f build_toxiproxy; } | sha)"
+[ -n "$TOXIPROXY_SERVER" ] || die "toxiproxy-server v$TOXIPROXY_VERSION was not found: run \`simstack install-toxiproxy\` (\`make toxiproxy\` in a checkout), put it on PATH, or set SIMSTACK_TOXIPROXY_BIN"
+TOXIPROXY_CLI="$(dirname "$TOXIPROXY_SERVER")/toxiproxy-cli"
+H="$( { cat "$TOXIPROXY_SERVER"; [ -x "$TOXIPROXY_CLI" ] && cat "$TOXIPROXY_CLI"; declare -f build_toxiproxy; } | sha)"
 if ! up_to_date "$TOXIPROXY_IMAGE" "$H"; then
   build_toxiproxy "$H"
-  note "built: $("$ROOT/bin/toxiproxy-server" -version 2>&1 | head -1)"
+  note "built: $("$TOXIPROXY_SERVER" -version 2>&1 | head -1)"
 fi
 note "($(since "$t"))"
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build the real Toxiproxy server (and CLI) v2.12.0 from the Go module proxy into ./bin.
-# Idempotent: does nothing when ./bin/toxiproxy-server already reports the wanted version.
+# Build the real Toxiproxy server (and CLI) v2.12.0 from the Go module proxy into ./bin
+# (or $SIMSTACK_BIN_DIR: `simstack install-toxiproxy` ships this script and sets it).
+# Idempotent: does nothing when the toxiproxy-server there already reports the wanted version.
 set -euo pipefail
 VERSION="${TOXIPROXY_VERSION:-v2.12.0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$ROOT/bin"
+BIN="${SIMSTACK_BIN_DIR:-$ROOT/bin}"
 mkdir -p "$BIN"
 if [ -x "$BIN/toxiproxy-server" ] && "$BIN/toxiproxy-server" -version 2>/dev/null | grep -q "${VERSION#v}"; then
   exit 0

@@ -14,6 +14,7 @@ import yaml
 
 from .shared.errors import NotRunning, SimstackError
 from .shared.faults import KINDS, Fault
+from .resources import SCENARIOS_ENV
 from .stack import MODES, PROFILES, FaultControl, Stack
 from . import own, state
 
@@ -134,9 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = cmd("scenario", None, "list and run scenarios")
     ssub = c.add_subparsers(metavar="ACTION")
-    s = ssub.add_parser("ls", help="list scenarios (validates every file)")
+    scenario_dirs = argparse.ArgumentParser(add_help=False)
+    scenario_dirs.add_argument("--scenarios", action="append", default=[], metavar="DIR", type=Path,
+                               help=f"also a directory of your own scenarios (repeatable; or ${SCENARIOS_ENV})")
+    s = ssub.add_parser("ls", help="list scenarios (validates every file)", parents=[scenario_dirs])
     s.set_defaults(func=cmd_scenario_ls)
-    s = ssub.add_parser("run", help="apply a scenario and check its expectations with a real client")
+    s = ssub.add_parser("run", help="apply a scenario and check its expectations with a real client",
+                        parents=[scenario_dirs])
     s.add_argument("names", nargs="+", metavar="NAME", help="scenario names or paths to YAML files")
     stack_options(s)
     s.add_argument("--id", help="use this running stack (default: the running one, else start one)")
@@ -153,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("e2e", cmd_e2e, "run tests/e2e under repro-1011 and fix-1011, side by side")
     from .e2e import add_arguments
     add_arguments(c)
+
+    c = cmd("images", None, "docker mode's images")
+    isub = c.add_subparsers(metavar="ACTION")
+    i = isub.add_parser("build", help="build the images offline from this installation's files (needs an engine)")
+    i.set_defaults(func=cmd_images_build)
+
+    c = cmd("install-toxiproxy", cmd_install_toxiproxy, "build toxiproxy-server v2.12.0 with Go (>= 1.23)")
+    c.add_argument("--bin-dir", type=Path, help="where to put it (default: where simstack looks first)")
     return p
 
 
@@ -446,14 +459,14 @@ def cmd_fault_reset(args) -> int:
 
 def cmd_scenario_ls(args) -> int:
     from .scenarios import list_scenarios
-    for s in list_scenarios():
+    for s in list_scenarios(args.scenarios):
         print(f"{s.name:24} {s.description.splitlines()[0] if s.description else ''}")
     return 0
 
 
 def cmd_scenario_run(args) -> int:
     from .scenarios import format_result, load_scenario, run_scenario
-    scenarios = [load_scenario(n) for n in args.names]   # every file is checked before anything runs
+    scenarios = [load_scenario(n, args.scenarios) for n in args.names]   # every file is checked before anything runs
     try:
         stack = Stack.attach(args.id)
     except NotRunning:
@@ -483,6 +496,20 @@ def cmd_watch(args) -> int:
 def cmd_e2e(args) -> int:
     from .e2e import run
     return run(args)
+
+
+# ------------------------------------------------------------------ installation
+
+def cmd_images_build(args) -> int:
+    from .images import build
+    build()
+    return 0
+
+
+def cmd_install_toxiproxy(args) -> int:
+    from .launchers.local import install_toxiproxy
+    print(f"toxiproxy-server: {install_toxiproxy(args.bin_dir)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Scenarios: a named set of faults plus what a client must observe under them.
 
-A scenario file (YAML, in ``scenarios/`` or anywhere by path)::
+A scenario file (YAML: shipped in ``scenarios/``, in a directory of your own given with ``--scenarios DIR``
+or ``$SIMSTACK_SCENARIOS``, or anywhere by path)::
 
     name: repro-1011
     description: why this scenario exists
@@ -32,12 +33,13 @@ from typing import Any
 
 import yaml
 
+from . import resources
 from .client import ACTIONS, HttpObservation, Observation, observe_http, observe_ws
 from .shared.errors import ConfigError
 from .shared.faults import Fault
 from .toxiproxy import drain_s
 
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+SCENARIO_DIR = resources.shipped("scenarios")   # the shipped ones
 TOP_KEYS = {"name", "description", "faults", "after_open", "client", "expect"}
 CLIENT_KEYS = {"action": str, "timeout_s": (int, float), "connections": int, "email": str}
 WS_KEYS = {"status": (int, type(None)), "close_code": (int, type(None)), "close_reason": (str, type(None)),
@@ -66,18 +68,41 @@ class Scenario:
         return self.expect_ws[i] if len(self.expect_ws) > 1 else self.expect_ws[0]
 
 
-def list_scenarios() -> list[Scenario]:
-    return [load_scenario(p) for p in sorted(SCENARIO_DIR.glob("*.yaml"))]
+def scenario_files(extra: list[Path] | tuple[Path, ...] = ()) -> dict[str, Path]:
+    """Every scenario file by name (its file name): the shipped ones, then the user's directories
+    (``$SIMSTACK_SCENARIOS``, then ``extra``). A name found twice is refused rather than shadowed."""
+    found: dict[str, Path] = {}
+    for folder in resources.scenario_dirs(extra):
+        if not folder.is_dir():
+            raise ConfigError(f"scenario directory {str(folder)!r} does not exist",
+                              f"check --scenarios and ${resources.SCENARIOS_ENV}")
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem in found:
+                raise ConfigError(f"scenario {path.stem!r} is both {found[path.stem]} and {path}",
+                                  "rename one of the files: a scenario is found by its file name")
+            found[path.stem] = path
+    return found
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    """By name from scenarios/, or by path. Raises ConfigError naming the file, field, value and what is allowed."""
+def list_scenarios(extra: list[Path] | tuple[Path, ...] = ()) -> list[Scenario]:
+    return [load_scenario(p) for p in scenario_files(extra).values()]
+
+
+def load_scenario(name_or_path: str | Path, extra: list[Path] | tuple[Path, ...] = ()) -> Scenario:
+    """By name (shipped, or from the user's directories, see :func:`scenario_files`), or by path.
+    Raises ConfigError naming the file, field, value and what is allowed."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+        files = scenario_files(extra)
+        if str(name_or_path) not in files:
+            raise ConfigError(f"no scenario {str(name_or_path)!r} (looked in "
+                              f"{', '.join(str(d) for d in resources.scenario_dirs(extra))})",
+                              f"known scenarios: {', '.join(files)}; add your own with --scenarios DIR "
+                              f"or ${resources.SCENARIOS_ENV}")
+        path = files[str(name_or_path)]
     if not path.exists():
-        known = ", ".join(p.stem for p in sorted(SCENARIO_DIR.glob("*.yaml")))
-        raise ConfigError(f"no scenario {str(name_or_path)!r} ({path} does not exist)", f"shipped scenarios: {known}")
+        raise ConfigError(f"no scenario file {str(name_or_path)!r} ({path} does not exist)",
+                          "give the path of a YAML file, or a name from `simstack scenario ls`")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -5,7 +5,7 @@ reachable on the network by those aliases) and Toxiproxy, whose API and proxy li
 ports published, on 127.0.0.1. Every container and network carries the labels below, so a stack whose
 owner died can be found and removed by :func:`reap_orphans`.
 
-The images come from ``make images`` (names in :mod:`simstack.images`); nothing is ever pulled.
+The images come from ``simstack images build`` (names in :mod:`simstack.images`); nothing is ever pulled.
 """
 from __future__ import annotations
 
@@ -81,12 +81,12 @@ def engine_problem() -> str | None:
     try:
         client = docker_client(timeout=3)
     except NoDockerEngine as exc:
-        return f"{exc.message} (run `make engine`)"
+        return f"{exc.message} (start a Docker engine; `make engine` in a checkout)"
     try:
         problems = image_problems(client)
     finally:
         client.close()
-    return f"{'; '.join(problems)} (run `make images`)" if problems else None
+    return f"{'; '.join(problems)} ({images.BUILD_HINT})" if problems else None
 
 
 def image_problems(client: "docker.DockerClient") -> list[str]:
@@ -102,7 +102,7 @@ def image_problems(client: "docker.DockerClient") -> list[str]:
             continue
         built_from = labels.get(images.SOURCES_LABEL)
         if built_from and built_from != images.sources_hash():  # unlabelled images are the user's: not checked
-            problems.append(f"image {name} is stale (simstack/ or fakes/ changed since it was built)")
+            problems.append(f"image {name} is stale (the stand-ins or simstack/shared changed since it was built)")
     return problems
 
 
@@ -142,7 +142,7 @@ class DockerLauncher:
             problems = image_problems(client)
             if problems:
                 raise StartError("; ".join(problems),
-                                 "run `make images` to build simstack's images offline, or use --mode local")
+                                 f"{images.BUILD_HINT} to build simstack's images offline, or use --mode local")
             self._clear_stale(client, spec.stack_id)
         except BaseException:
             client.close()

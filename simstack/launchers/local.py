@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from .. import resources
 from ..shared.errors import PortInUse, StartError
 from ..services import PROXIES, STANDINS, toxiproxy_env
 from ..shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
@@ -46,20 +47,23 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+GET_TOXIPROXY = (f"run `simstack install-toxiproxy` (builds it with Go >= 1.23 into {resources.bin_dir()}; "
+                 "`make toxiproxy` in a checkout), put toxiproxy-server v2.12.0 on PATH, or set SIMSTACK_TOXIPROXY_BIN")
+
+
 def find_toxiproxy() -> str:
-    """$SIMSTACK_TOXIPROXY_BIN, else the project's bin/, else PATH."""
+    """$SIMSTACK_TOXIPROXY_BIN, else where `simstack install-toxiproxy` puts it (a checkout's bin/), else PATH."""
     explicit = os.environ.get("SIMSTACK_TOXIPROXY_BIN")
     if explicit:
         if os.access(explicit, os.X_OK):
             return explicit
         raise StartError(f"SIMSTACK_TOXIPROXY_BIN={explicit!r} is not an executable file",
-                         "point it at toxiproxy-server v2.12.0, or unset it to use ./bin or PATH (`make toxiproxy`)")
-    for c in (str(ROOT / "bin" / "toxiproxy-server"), shutil.which("toxiproxy-server")):
+                         "point it at toxiproxy-server v2.12.0, or unset it to use "
+                         f"{resources.bin_dir()} or PATH (`simstack install-toxiproxy`; `make toxiproxy` in a checkout)")
+    for c in (str(resources.bin_dir() / "toxiproxy-server"), shutil.which("toxiproxy-server")):
         if c and os.access(c, os.X_OK):
             return c
-    raise StartError("the Toxiproxy server binary (toxiproxy-server v2.12.0) was not found",
-                     "run `make toxiproxy` (go install into ./bin), put toxiproxy-server on PATH, "
-                     "or set SIMSTACK_TOXIPROXY_BIN")
+    raise StartError("the Toxiproxy server binary (toxiproxy-server v2.12.0) was not found", GET_TOXIPROXY)
 
 
 def bind(port: int, option: str, host: str = "127.0.0.1") -> socket.socket:
@@ -181,3 +185,14 @@ class LocalLauncher:
                 p.wait()
         if self._owns_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def install_toxiproxy(bin_dir: Path | None = None) -> Path:
+    """Build toxiproxy-server (and -cli) v2.12.0 with Go into ``bin_dir`` with the shipped script; idempotent."""
+    target = bin_dir or resources.bin_dir()
+    script = resources.shipped("scripts") / "install-toxiproxy.sh"
+    proc = subprocess.run(["bash", str(script)], env={**os.environ, "SIMSTACK_BIN_DIR": str(target)})
+    if proc.returncode:
+        raise StartError(f"building Toxiproxy into {target} failed (exit {proc.returncode}; the output above says why)",
+                         "install Go >= 1.23 (e.g. apt-get install golang), or put toxiproxy-server v2.12.0 on PATH")
+    return target / "toxiproxy-server"

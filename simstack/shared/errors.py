@@ -34,7 +34,7 @@ class NoDockerEngine(StartError):
     def __init__(self, detail: str):
         super().__init__(
             f"no Docker engine answers ({detail})",
-            "run `make engine` to install and start one on this machine, "
+            "start a Docker engine (in a checkout, `make engine` installs and starts one on this machine), "
             "or use --mode local (same stand-ins and Toxiproxy as processes)",
         )
 
