@@ -7,7 +7,8 @@ a stand-in, and answers the same admin API (``/__simstack``). The chain is
 suite -> Toxiproxy listener (network faults) -> gateway (protocol faults) -> upstream.
 
 - HTTP: method, path, query, headers (minus hop-by-hop ones) and body go upstream as a stream
-  (httpx); status, headers and body come back as a stream, undecoded.
+  (:mod:`fakes.forward`, h11 on pooled keep-alive connections); status, headers and body come back
+  as a stream, undecoded.
 - WebSocket: the upgrade goes upstream (websockets client) with the client's headers
   (Authorization, E2E headers, ...) and offered subprotocols; the upstream's selected subprotocol
   is echoed to the client; a refused upgrade comes back with the upstream's status, headers and
@@ -27,7 +28,8 @@ import os
 import time
 import uuid
 
-import httpx
+from urllib.parse import urlsplit
+
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -40,6 +42,7 @@ from simstack.shared.errors import ConfigError
 from . import edge
 from .common import HTTPFaults, is_e2e, json_error
 from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
+from .forward import HOP_BY_HOP, Upstream, UpstreamError
 from .lifecycle import Registry
 from .timing import PROFILES
 from .tokens import TokenError, decode
@@ -48,9 +51,6 @@ from .ws import extract_token, offered_subprotocols
 ENV_UPSTREAM = "SIMSTACK_GATEWAY_UPSTREAM"
 ENV_TARGETS = "SIMSTACK_GATEWAY_TARGETS"
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) and those a proxy recomputes; never forwarded.
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-                        b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host"})
 # Headers of the WebSocket handshake itself: the gateway's client to the upstream makes its own.
 HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                        b"sec-websocket-protocol", b"sec-websocket-accept", b"content-length", b"user-agent"})
@@ -74,18 +74,19 @@ class Gateway:
     """The ASGI app: admin API, HTTP forwarding (behind HTTPFaults) and WebSocket forwarding."""
 
     def __init__(self, upstream: str, targets: tuple[str, ...]):
-        url = httpx.URL(upstream)
-        if url.scheme not in ("http", "https") or not url.host:
+        url = urlsplit(upstream)
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"upstream {upstream!r} is not an http(s)://host:port URL",
                               "e.g. http://127.0.0.1:9000")
-        self.upstream = url
-        self.ws_base = str(url.copy_with(scheme="wss" if url.scheme == "https" else "ws")).rstrip("/")
+        tls = url.scheme == "https"
+        self.upstream = upstream.rstrip("/")
+        self.ws_base = ("wss://" if tls else "ws://") + url.netloc
+        self.http = Upstream(url.hostname, url.port or (443 if tls else 80), tls=tls)
         self.targets = targets
         self.ws_target = "ws" if "ws" in targets else targets[0]
         self.book = GatewayBook(targets)
         self.timeline = Timeline()
         self.open = Registry()   # open connections per user (connection_cap)
-        self.http: httpx.AsyncClient | None = None
         self.admin = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         self.admin.include_router(admin_router(self.book, self.timeline))
         self.admin.add_exception_handler(StarletteHTTPException, _json_http_error)
@@ -110,40 +111,26 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.http = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(None, connect=10.0),
-                                              limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-                self.http.headers.clear()   # no default Accept/User-Agent/...: only what the client sent
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.http is not None:
-                    await self.http.aclose()
+                self.http.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     # ------------------------------------------------------------------ HTTP
     async def _forward_http(self, scope, receive, send) -> None:
-        headers = _forward_headers(scope, HOP_BY_HOP)
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
         has_body = any(k == b"transfer-encoding" or (k == b"content-length" and v != b"0")
                        for k, v in scope["headers"])
-        request = self.http.build_request(scope["method"], self.upstream.copy_with(raw_path=target),
-                                          headers=headers, content=_body(receive) if has_body else None)
         try:
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            await json_error(502, f"the upstream {self.upstream} did not answer: {exc.__class__.__name__}: {exc}",
-                             "BAD_GATEWAY")(scope, receive, send)
-            return
-        try:
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]})
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await response.aclose()
+            await self.http.forward(scope["method"].encode(), target, _forward_headers(scope, HOP_BY_HOP),
+                                    _body(receive) if has_body else None, send)
+        except UpstreamError as exc:
+            if not exc.started:   # once the response has started, the client sees it cut short
+                await json_error(502, f"the upstream {self.upstream} did not answer: {exc}",
+                                 "BAD_GATEWAY")(scope, receive, send)
 
     # ------------------------------------------------------------------ WebSocket
     async def _forward_ws(self, ws: WebSocket) -> None:

@@ -63,12 +63,16 @@ def test_http_request_and_answer_pass_through_unchanged(stack):
         r = c.post("/echo?a=1&b=two", content=b"payload", headers={"X-E2E-Test": "true", "Authorization": "Bearer t"})
         streamed = c.get("/stream")
         teapot = c.get("/status/418")
+        chunked = c.post("/echo", content=iter([b"chunked-", b"body"]))   # no Content-Length: chunked upstream
+        head = c.head("/echo")
     body = r.json()
     assert (r.status_code, body["method"], body["path"], body["query"], body["body"]) == (200, "POST", "/echo", "a=1&b=two", "payload")
     assert body["headers"]["x-e2e-test"] == "true" and body["headers"]["authorization"] == "Bearer t"
     assert r.headers["x-upstream"] == "tests"
     assert streamed.text == "".join(f"chunk-{i};" for i in range(5))
     assert (teapot.status_code, teapot.json()["error_code"]) == (418, "HTTP_418")
+    assert chunked.json()["body"] == "chunked-body"
+    assert (head.status_code, head.content) == (200, b"") and int(head.headers["content-length"]) > 0
 
 
 async def test_websocket_headers_subprotocols_frames_and_close_pass_through(stack, token):

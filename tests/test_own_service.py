@@ -10,6 +10,8 @@ import sys
 import threading
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from simstack.own import OwnService
 from simstack.shared.errors import ConfigError, StartError
@@ -139,3 +141,18 @@ def test_a_service_of_your_own_is_refused_in_docker_mode():
     with pytest.raises(ConfigError) as info:
         Stack(mode="docker", own=[OwnService("api", url="http://127.0.0.1:9000")])
     assert "local mode only" in str(info.value)
+
+
+async def test_a_service_that_goes_away_gives_502_json_on_http_and_on_the_upgrade():
+    with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=UPSTREAM_CMD)]) as stack:
+        service = stack.launcher.procs["api"]
+        service.terminate()
+        service.wait(5)
+        with http(stack.endpoints.api_url) as c:
+            r = c.get("/echo")
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(stack.endpoints.ws_url, open_timeout=5, proxy=None):
+                pass
+    assert (r.status_code, r.json()["error_code"]) == (502, "BAD_GATEWAY")
+    assert "did not answer" in r.json()["detail"]
+    assert info.value.response.status_code == 502
