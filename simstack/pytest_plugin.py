@@ -1,6 +1,6 @@
 """simstack's pytest plugin: run an existing staging suite against a local stack, test files unedited.
 
-    pytest --simstack=local [--simstack-scenario repro-1011]
+    pytest --simstack=local [--simstack-scenario repro-1011] [--simstack-redirect api.staging.example.com=api]
            [--simstack-env 'STAGING_API_URL={api_url}'] [--simstack-override 'pkg.config:STAGING.api_url={api_url}']
            [--simstack-require-traffic [--simstack-no-traffic-ok 'tests/unit/*']]
 
