@@ -24,9 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed(tmp_path_factory) -> dict:
     """``python -m build`` (sdist, then the wheel from the sdist) and the wheel installed into a new venv."""
     base = tmp_path_factory.mktemp("wheel")
-    dist, venv, work = base / "dist", base / "venv", base / "work"
+    source, dist, venv, work = base / "source", base / "dist", base / "venv", base / "work"
     work.mkdir()
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+    # Built from a copy, so the build's own files (egg-info) never land in the checkout.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "bin", "build", "dist", "*.egg-info", "__pycache__", ".build", ".cache"))
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
                    check=True, capture_output=True)
     wheels, sdists = sorted(dist.glob("simstack-*.whl")), sorted(dist.glob("simstack-*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in dist.iterdir())
