@@ -132,9 +132,6 @@ class Timeline:
         return [r.to_dict() for r in self._records if r.version > version and (label is None or r.label == label)
                 and (session is None or r.session == session)]
 
-    def clear(self) -> None:
-        self._records.clear()
-
 
 def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     """Admin calls must carry the stack's key (X-Simstack-Admin) when one is configured."""
@@ -199,10 +196,5 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     @r.get("/timeline")
     async def get_timeline(since: int = 0, label: str | None = None, session: str | None = None) -> dict:
         return {"version": timeline.version, "records": timeline.since(since, label, session)}
-
-    @r.delete("/timeline")
-    async def clear_timeline() -> dict:
-        timeline.clear()
-        return {"cleared": True}
 
     return r

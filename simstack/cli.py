@@ -14,6 +14,7 @@ import yaml
 
 from .shared.errors import NotRunning, SimstackError
 from .shared.faults import KINDS, Fault
+from .repro import REPROS
 from .resources import SCENARIOS_ENV
 from .stack import MODES, PROFILES, FaultControl, Stack
 from . import own, state
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_scenario_run)
 
     c = cmd("repro", cmd_repro, "reproduce a staging failure and show what the fix changes")
-    c.add_argument("what", choices=("1011",))
+    c.add_argument("what", choices=tuple(REPROS))
     stack_options(c)
 
     c = cmd("watch", cmd_watch, "follow what each request and connection goes through")
@@ -484,7 +485,7 @@ def cmd_scenario_run(args) -> int:
 
 def cmd_repro(args) -> int:
     from .repro import run
-    return run(mode=args.mode, profile=args.profile)
+    return run(args.what, mode=args.mode, profile=args.profile)
 
 
 def cmd_watch(args) -> int:

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import httpx
 from websockets.asyncio.client import connect
@@ -47,9 +47,6 @@ class Observation:
     @property
     def frames_before_close(self) -> int:
         return len(self.frames)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "frames_before_close": self.frames_before_close}
 
 
 async def observe_ws(ws_url: str, token: str, action: str = "start_agent", timeout_s: float = 10.0,

@@ -207,9 +207,6 @@ class Stack:
         """What each request and connection went through (optionally only those of ``label``)."""
         return self.faults.timeline(label=label)[0]
 
-    def logs(self, service: str) -> str:
-        return self.launcher.logs(service) if self.launcher else ""
-
 
 def mint_token(endpoints: Endpoints, email: str = "e2e-user@staging.netra.test", bypass_key: str | None = None) -> str:
     """A token from the auth stand-in's /auth/e2e/test-auth (via the control proxy, so faults can't block it)."""

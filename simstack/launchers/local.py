@@ -118,7 +118,7 @@ class LocalLauncher:
                 self._spawn(svc.name, [sys.executable, *svc.command(0, fd=sock.fileno())], env, (sock.fileno(),))
                 sock.close()
             url = self._start_toxiproxy(binary, spec.toxiproxy_port, env)
-            self._wait_alive(url)
+            self._check_alive()
             if spec.own:
                 from ..own import start_local
                 upstreams.update(start_local(self, spec.own, url, env, spec.startup_timeout))
@@ -152,7 +152,7 @@ class LocalLauncher:
         raise StartError(f"Toxiproxy did not start; its log ends: {self.logs('toxiproxy').strip()[-400:]}",
                          "check that the port is free and the binary is toxiproxy-server v2.12.0 (`make toxiproxy`)")
 
-    def _wait_alive(self, url: str) -> None:
+    def _check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 raise StartError(f"the {name} process exited with code {proc.returncode}; its log ends: "
