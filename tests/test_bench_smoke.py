@@ -18,6 +18,7 @@ FIGURES = (
     "fault_switch_cold_start_ms", "fault_switch_proxy_down_ms", "fault_switch_reset_ms",  # 5 fault switch
     "redirect_start_extra_ms", "tls_http_new_conn_ms", "tls_http_keepalive_ms", "tls_ws_connect_ms",  # 6 redirect
     "gateway_http_rps", "gateway_http_p50_ms", "gateway_http_p99_ms", "gateway_ws_rtt_p50_ms",     # 7 gateway
+    "gateway_ws_clients", "gateway_memory_1000_mb",
 )
 
 

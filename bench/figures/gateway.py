@@ -153,3 +153,81 @@ def gateway(ctx) -> dict:
             target=f"gateway adds <= {ADDED_P50_TARGET_MS} ms", met=ws_added <= ADDED_P50_TARGET_MS,
             added_ms=round(ws_added, 3), per_side=per_side(lambda s: s["ws"]["p50_ms"])),
     }
+
+
+# ------------------------------------------------------------------ capacity and memory
+
+CAPACITY_STEPS = (1000, 2000)
+QUICK_CAPACITY_STEPS = (10, 20)
+IN_FLIGHT = 100
+CAPACITY_TARGET = 2000
+MEMORY_AT = 1000
+
+
+async def _hold(url: str, n: int, gateway_pid: int | None) -> dict:
+    """``n`` connections through the gateway at once (<= IN_FLIGHT handshakes in flight); each makes a
+    round trip once all are open. Errors are counted; the gateway's memory is read while all are open."""
+    gate, all_open, release = asyncio.Semaphore(IN_FLIGHT), asyncio.Event(), asyncio.Event()
+    opened, errors, memory = [0], [], {}
+
+    async def one() -> None:
+        ws = None
+        try:
+            async with gate:
+                ws = await connect(url, proxy=None, ping_interval=None, open_timeout=30, close_timeout=10)
+            opened[0] += 1
+            if opened[0] == n:
+                all_open.set()
+            await asyncio.wait_for(all_open.wait(), 60)
+            await ws.send('{"type":"ping"}')
+            await asyncio.wait_for(ws.recv(), 30)
+            await asyncio.wait_for(release.wait(), 60)
+        except Exception as exc:   # every failure is a counted error, not a crash of the figure
+            errors.append(f"{exc.__class__.__name__}: {exc}"[:120])
+            if not all_open.is_set() and opened[0] + len(errors) >= n:
+                all_open.set()
+        finally:
+            if ws is not None:
+                await ws.close()
+
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    t0 = time.perf_counter()
+    await asyncio.wait_for(all_open.wait(), 90)
+    await asyncio.sleep(0.5)                       # the round trips of the last connections
+    if gateway_pid is not None:
+        from ..load import proc_status
+        memory = proc_status(gateway_pid)
+    release.set()
+    await asyncio.gather(*tasks)
+    return {"n": n, "errors": len(errors), "first_errors": errors[:3], "open_s": round(time.perf_counter() - t0, 2),
+            "memory_mb": memory}
+
+
+@figure("gateway_capacity", "gateway: concurrent WebSocket connections with zero errors, memory at 1,000",
+        ("gateway_ws_clients", "gateway_memory_1000_mb"))
+def gateway_capacity(ctx) -> dict:
+    proc, upstream = _start_upstream()
+    steps = []
+    try:
+        with Stack(mode="local", profile="fast", own=[OwnService("api", url=upstream)]) as stack:
+            pid = stack.launcher.procs["api-gateway"].pid
+            for n in ctx.n(CAPACITY_STEPS, QUICK_CAPACITY_STEPS):
+                steps.append(asyncio.run(_hold(stack.endpoints.ws_url, n, pid)))
+                ctx.log(f"   {n} connections: {steps[-1]['errors']} errors, open in {steps[-1]['open_s']} s, "
+                        f"gateway {steps[-1]['memory_mb']}")
+                if steps[-1]["errors"]:
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    passed = [s["n"] for s in steps if not s["errors"]]
+    best = max(passed, default=0)
+    at_memory = next((s for s in steps if s["n"] == ctx.n(MEMORY_AT, QUICK_CAPACITY_STEPS[0])), None)
+    out = {"gateway_ws_clients": entry(
+        "concurrent WebSocket connections through Toxiproxy + gateway, each a round trip, zero errors", "clients",
+        summary([best]), target=f">= {CAPACITY_TARGET} clients", met=best >= CAPACITY_TARGET, steps=steps)}
+    if at_memory and at_memory["memory_mb"]:
+        out["gateway_memory_1000_mb"] = entry(
+            f"gateway memory (VmHWM) holding {at_memory['n']} WebSocket connections", "MB",
+            summary([at_memory["memory_mb"]["VmHWM"]], 1), rss_mb=at_memory["memory_mb"].get("VmRSS"))
+    return out
