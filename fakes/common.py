@@ -22,8 +22,8 @@ from .strictjson import InvalidJSON
 from .timing import Profile, from_env
 
 ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
-               405: "METHOD_NOT_ALLOWED", 422: "VALIDATION_ERROR", 429: "RATE_LIMITED",
-               500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}
+               405: "METHOD_NOT_ALLOWED", 414: "REQUEST_LINE_TOO_LONG", 422: "VALIDATION_ERROR",
+               429: "RATE_LIMITED", 431: "HEADERS_TOO_LARGE", 500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}
 
 
 def error_body(status: int, detail, error_code: str | None = None) -> dict:

@@ -10,7 +10,9 @@ Selected by ``--http simstack.fakes.protocols:HTTPProtocol --ws simstack.fakes.p
   8 KiB, more than 128 header fields) got no answer at all under ``websockets-sansio`` and
   its socket was held until the client gave up: websockets queues its 431/414 answer, but
   uvicorn only writes what it queued once a request parses. Here such an upgrade gets a
-  JSON 431 (414 for a request line, 400 otherwise) at once, and the socket is closed.
+  JSON 431 (414 for a request line, 400 otherwise) at once, and the socket is closed. Every
+  other refused handshake (a malformed upgrade, a close before accept: 403, an exception
+  before accept: 500) carries a JSON body instead of websockets' ``text/plain`` one.
 """
 from __future__ import annotations
 
@@ -19,15 +21,17 @@ from http import HTTPStatus
 
 from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import RequestLineTooLong, SecurityError
-from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Response
+from websockets.server import ServerProtocol
 
-ERROR_CODES = {400: "BAD_REQUEST", 414: "REQUEST_LINE_TOO_LONG", 431: "HEADERS_TOO_LARGE"}
+from .common import error_body
 
 
 def json_response_bytes(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 error response with a JSON body, as every stand-in error is (CONTRACT §2)."""
-    body = json.dumps({"detail": message, "error_code": ERROR_CODES.get(status, f"HTTP_{status}")}).encode()
+    body = json.dumps(error_body(status, message)).encode()
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode("ascii") + body
@@ -46,8 +50,25 @@ class HTTPProtocol(H11Protocol):
         self.transport.close()
 
 
+class _JSONRejects(ServerProtocol):
+    """websockets' server protocol; a refused handshake carries a JSON body."""
+
+    def reject(self, status, text: str) -> Response:
+        response = super().reject(status, text)
+        body = json.dumps(error_body(response.status_code, text.strip() or response.reason_phrase)).encode()
+        kept = [(k, v) for k, v in response.headers.raw_items() if k.lower() not in ("content-type", "content-length")]
+        response.headers = Headers([*kept, ("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        response.body = body
+        return response
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol; an upgrade request it cannot parse is answered at once."""
+    """uvicorn's websockets-sansio protocol; an upgrade request it cannot parse is answered at once,
+    and every refused handshake is answered with JSON."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.__class__ = _JSONRejects   # the protocol uvicorn built, with only reject() changed
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import os
 
 from fastapi import WebSocket
@@ -52,7 +51,7 @@ def extract_token(ws: WebSocket) -> tuple[str | None, str]:
         if entry.startswith("jwt."):
             try:
                 return base64.urlsafe_b64decode(entry[4:] + "=" * (-len(entry[4:]) % 4)).decode(), "subprotocol"
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:   # binascii.Error, UnicodeDecodeError, or a non-ASCII entry
                 return None, "subprotocol (not base64url)"
     token = ws.query_params.get("token")
     return (token, "query") if token else (None, "none")

@@ -9,7 +9,8 @@ another seed; a failure names the seed and the input). Loopback only, against a 
   and every frame the server sends is RFC 8259 JSON with a ``type``;
 - a connection only ever ends with a documented close: 1007 after a text frame that is not UTF-8,
   1009 after a frame over 16 MiB, 1008 after an ``AGENT_NOT_FOUND`` error; never 1011, never a cut;
-- every upgrade is answered within 2 s with 101, 403, 414 or 431 (a request line or header over 8 KiB), never a 5xx;
+- every upgrade is answered within 2 s with 101, 400 (a malformed ``Sec-WebSocket-Protocol``), 403, 414 or
+  431 (a request line or header over 8 KiB), a refusal always with a JSON body, never a 5xx;
 - every HTTP error is a 4xx with a JSON body; nothing answers 5xx.
 """
 from __future__ import annotations
@@ -221,7 +222,8 @@ async def upgrade_with(stack, token: str, e2e: bool, tally: dict) -> None:
     if place == 0:
         headers["Authorization"] = f"Bearer {token}"
     elif place == 1:
-        headers["Sec-WebSocket-Protocol"] = "jwt." + b64(token.encode())
+        entry = "jwt." + b64(token.encode())
+        headers["Sec-WebSocket-Protocol"] = entry if tally["tokens"] % 2 else f"{entry}, jwt.{token[:40]}, é, ,"
     else:
         url += "?token=" + quote(token, safe="")
     try:
@@ -229,9 +231,12 @@ async def upgrade_with(stack, token: str, e2e: bool, tally: dict) -> None:
             status = 101
     except InvalidStatus as exc:
         status = exc.response.status_code
+        if exc.response.headers.get("Content-Type") != "application/json" or not json.loads(exc.response.body)["detail"]:
+            raise Finding(f"upgrade with token {token[:120]!r}: HTTP {status} without a JSON body: "
+                          f"{exc.response.body[:120]!r}") from None
     except asyncio.TimeoutError:
         raise Finding(f"upgrade with token {token[:120]!r}: no answer within {ANSWER_S} s") from None
-    if status not in (101, 403, 414, 431):
+    if status not in (101, 400, 403, 414, 431):
         raise Finding(f"upgrade with token {token[:120]!r} ({'lenient' if e2e else 'strict'}): HTTP {status}")
     tally["upgrades"][status] = tally["upgrades"].get(status, 0) + 1
 

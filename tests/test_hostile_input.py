@@ -165,6 +165,18 @@ def test_an_upgrade_with_oversized_headers_gets_431_json_at_once_and_is_closed(s
     assert json.loads(body)["error_code"] == "HEADERS_TOO_LARGE" and json.loads(body)["detail"]
 
 
+@pytest.mark.parametrize("headers, status", [
+    ("", 403),                                                       # no token: closed before accept
+    ("Authorization: Bearer not-a-jwt\r\n", 403),
+    ("Sec-WebSocket-Protocol: jwt.\xe9\xe9\r\n", 400),              # not a valid subprotocol header
+    ("Sec-WebSocket-Version: 8\r\n", 400),
+], ids=["no-token", "bad-token", "non-ascii-subprotocol", "bad-version"])
+def test_every_refused_upgrade_has_a_json_body(stack, headers, status):
+    answer = parse_response(raw_exchange(stack.endpoints.ws_url, upgrade_request(headers)))
+    assert answer[0] == status and answer[1]["content-type"] == "application/json", answer
+    assert json.loads(answer[2])["error_code"] and json.loads(answer[2])["detail"]
+
+
 async def test_a_real_client_with_a_6_kb_token_in_both_places_gets_a_431_not_a_hang(stack):
     big = mint("e2e-big", pad="x" * 4500)
     assert 6000 < len(big) < 6500
