@@ -116,7 +116,7 @@ def frame(rng: random.Random) -> tuple[str, str | bytes, bool]:
         return "non-finite", text[:-1] + (", " if len(text) > 2 else "") + f'"n": {bad}}}', True
     if roll < 0.55:
         return "lone surrogate", '{"type":"chat","content":"\\ud800' + rng.choice(["", "x", "\\u0041"]) + '"}', True
-    if roll < 0.57:
+    if roll < 0.555:
         pad = "x" * rng.choice([100_000, 1_000_000])
         return "huge", json.dumps({"type": "start_agent", "payload": {"user_request": pad}}), True
     if roll < 0.65:
