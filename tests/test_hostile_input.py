@@ -59,6 +59,15 @@ async def welcomed(ws) -> None:
     await recv_type(ws, "system_message")
 
 
+async def invalid_message(ws, frame) -> dict:
+    """Send ``frame`` after the welcome; the INVALID_MESSAGE error frame it must get."""
+    await welcomed(ws)
+    await ws.send(frame)
+    error = await recv_json(ws)
+    assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE", error
+    return error
+
+
 async def still_open(ws) -> None:
     """The socket serves the next frame as usual."""
     await send_json(ws, {"type": "ping"})
@@ -101,11 +110,7 @@ def upgrade_request(extra_headers: str) -> bytes:
                          ids=["array-1000", "object-5000", "binary-array-1000", "deep-type"])
 async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_open(stack, token, frame):
     async with connect_ws(stack, token) as ws:
-        await welcomed(ws)
-        await ws.send(frame)
-        error = await recv_json(ws)
-        assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE"
-        assert "nested deeper than" in error["message"]
+        assert "nested deeper than" in (await invalid_message(ws, frame))["message"]
         await still_open(ws)
 
 
@@ -119,19 +124,13 @@ async def test_a_deeply_nested_frame_gets_an_error_frame_and_the_socket_stays_op
 ], ids=["type-int", "agent-type-list", "thread-id-dict", "chat-thread-id-list", "array", "string"])
 async def test_a_frame_with_wrong_types_gets_an_error_frame_naming_the_field(stack, token, frame, why):
     async with connect_ws(stack, token) as ws:
-        await welcomed(ws)
-        await send_json(ws, frame)
-        error = await recv_json(ws)
-        assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE" and why in error["message"]
+        assert why in (await invalid_message(ws, json.dumps(frame)))["message"]
         await still_open(ws)
 
 
 async def test_a_binary_frame_that_is_not_utf8_gets_an_error_frame(stack, token):
     async with connect_ws(stack, token) as ws:
-        await welcomed(ws)
-        await ws.send(b"\xff\xfe{")
-        error = await recv_json(ws)
-        assert error["error_code"] == "INVALID_MESSAGE" and "not UTF-8" in error["message"]
+        assert "not UTF-8" in (await invalid_message(ws, b"\xff\xfe{"))["message"]
         await still_open(ws)
 
 
@@ -300,10 +299,7 @@ def test_an_http_request_head_over_16_kib_gets_431_json(stack):
 ], ids=["nan-thread-id", "infinity", "minus-infinity", "overflow"])
 async def test_a_frame_with_non_finite_numbers_gets_an_error_frame_and_no_agent_run(stack, token, frame):
     async with connect_ws(stack, token) as ws:
-        await welcomed(ws)
-        await ws.send(frame)
-        error = await recv_json(ws)
-        assert error["type"] == "error" and error["error_code"] == "INVALID_MESSAGE"
+        await invalid_message(ws, frame)
         await send_json(ws, {"type": "get_agent_status"})
         status, between = await recv_type(ws, "agent_status")
     assert status["status"] == "idle" and not [f for f in between if f["type"] in AGENT_EVENTS]
