@@ -142,6 +142,53 @@ async def test_a_text_frame_that_is_not_utf8_closes_1007(stack, token):
     assert closed.rcvd.code == 1007
 
 
+def server_close_code(stack, token: str, raw_frame: bytes) -> int | None:
+    """Upgrade over a raw socket, send ``raw_frame`` as is, return the code of the server's close frame."""
+    u = urlparse(stack.endpoints.ws_url)
+    with socket.create_connection((u.hostname, u.port), timeout=2) as s:
+        s.sendall(upgrade_request(f"Authorization: Bearer {token}\r\n"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 101"), data[:100]
+        data = data.partition(b"\r\n\r\n")[2]
+        s.sendall(raw_frame)
+        while True:
+            while len(data) < 2 or len(data) < _frame_length(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+            size = _frame_length(data)
+            frame, data = data[:size], data[size:]
+            if frame[0] & 0x0F == 0x8:
+                header = size - (frame[1] & 0x7F)
+                return int.from_bytes(frame[header:header + 2], "big")
+
+
+def _frame_length(data: bytes) -> int:
+    """Length of the unmasked server frame at the start of ``data`` (header included)."""
+    n = data[1] & 0x7F
+    if n == 126:
+        return 4 + int.from_bytes(data[2:4], "big") if len(data) >= 4 else 1 << 30
+    if n == 127:
+        return 10 + int.from_bytes(data[2:10], "big") if len(data) >= 10 else 1 << 30
+    return 2 + n
+
+
+MASK = b"\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("raw_frame", [
+    b"\x83\x80" + MASK,                                   # reserved opcode
+    b"\x81\x05hello",                                     # not masked
+    b"\xc1\x80" + MASK,                                   # RSV1 set without an extension
+    b"\x88\x82" + MASK + (999).to_bytes(2, "big"),        # a close code that does not exist
+], ids=["reserved-opcode", "unmasked", "rsv1", "close-code-999"])
+def test_a_frame_that_breaks_the_websocket_protocol_closes_1002_not_1011(stack, token, raw_frame):
+    assert server_close_code(stack, token, raw_frame) == 1002
+
+
 async def test_a_frame_over_16_mib_closes_1009(stack, token):
     async with connect(stack.endpoints.ws_url, additional_headers={**E2E_HEADERS, "Authorization": f"Bearer {token}"},
                        max_size=None, open_timeout=2, close_timeout=2) as ws:
