@@ -108,6 +108,8 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 
 def add_options(parser) -> None:
     """``simstack up`` options for services of your own."""
+    parser.add_argument("-f", "--file", dest="stack_file", metavar="FILE",
+                        help="a stack file (simstack.yaml) naming services of your own, their dependencies and env")
     for name in SERVICES:
         g = parser.add_argument_group(f"your own {name} service (replaces the {name} stand-in; local mode)")
         g.add_argument(f"--{name}-url", help="a service already running, e.g. http://127.0.0.1:9000")
@@ -121,6 +123,9 @@ def add_options(parser) -> None:
 
 def from_args(args) -> list[OwnService]:
     out = []
+    if getattr(args, "stack_file", None):
+        from .stackfile import load
+        out = load(args.stack_file)
     for name in SERVICES:
         url, cmd = getattr(args, f"{name}_url", None), getattr(args, f"{name}_cmd", None)
         deps, env = getattr(args, f"{name}_dep", None), getattr(args, f"{name}_env", None)
@@ -129,6 +134,9 @@ def from_args(args) -> list[OwnService]:
                 raise ConfigError(f"--{name}-dep/--{name}-env without --{name}-url or --{name}-cmd",
                                   f"they describe a service of your own: add --{name}-cmd or --{name}-url")
             continue
+        if any(s.name == name for s in out):
+            raise ConfigError(f"the {name} service is described twice: in {args.stack_file} and by --{name}-url/--{name}-cmd",
+                              "keep one of them")
         out.append(OwnService(name, url=url, cmd=cmd, health=getattr(args, f"{name}_health", "/health"),
                               deps=_pairs(deps, f"--{name}-dep"), env=_pairs(env, f"--{name}-env")))
     return out
@@ -136,7 +144,7 @@ def from_args(args) -> list[OwnService]:
 
 def to_argv(args) -> list[str]:
     """The options again, for the detached `simstack up`."""
-    argv = []
+    argv = ["--file", os.path.abspath(args.stack_file)] if getattr(args, "stack_file", None) else []
     for name in SERVICES:
         for opt in ("url", "cmd", "health"):
             value = getattr(args, f"{name}_{opt}", None)

@@ -75,6 +75,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 dest="simstack_no_traffic_ok",
                 help="with --simstack-require-traffic: tests whose node id matches this glob may pass without "
                      "touching the stack (pure-logic tests), e.g. 'tests/unit/*' (repeatable)")
+    g.addoption("--simstack-file", metavar="PATH", dest="simstack_file",
+                help="a stack file (simstack.yaml) with services of your own for the stack the plugin starts")
+    parser.addini("simstack_file", "a stack file like --simstack-file (relative to the ini file)", default="")
     parser.addini("simstack_env", "NAME=TEMPLATE lines exported like --simstack-env", type="linelist", default=[])
     parser.addini("simstack_override", "MODULE:OBJ.ATTR=TEMPLATE lines applied like --simstack-override",
                   type="linelist", default=[])
@@ -101,6 +104,7 @@ class Options:
     overrides: list[Override] = field(default_factory=list)
     require_traffic: bool = False
     redirects: list = field(default_factory=list)   # simstack.redirect.Redirect
+    own: list = field(default_factory=list)         # simstack.own.OwnService, from the stack file
     no_traffic_ok: list[str] = field(default_factory=list)   # node id globs
 
     @property
@@ -161,7 +165,22 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
     for spec in ns.simstack_override:
         opts.overrides.append(parse_override(spec, "--simstack-override"))
     opts.redirects = read_redirects(config, ns, opts.enabled)
+    opts.own = read_stack_file(config, ns) if opts.enabled else []
     return opts
+
+
+def read_stack_file(config: pytest.Config, ns: Any) -> list:
+    """Services of your own from --simstack-file (relative to the invocation dir) or ini simstack_file."""
+    path = ns.simstack_file
+    if not path and config.getini("simstack_file"):
+        path = str((config.inipath.parent if config.inipath else config.rootpath) / config.getini("simstack_file"))
+    if not path:
+        return []
+    from .stackfile import load
+    try:
+        return load(path)
+    except SimstackError as exc:
+        raise _usage(exc.message, exc.hint or "see the README: Your own service in the stack") from None
 
 
 def read_redirects(config: pytest.Config, ns: Any, enabled: bool) -> list:
@@ -275,7 +294,7 @@ class SimstackSession:
     def _start_stack(self) -> None:
         from .stack import Stack
         try:
-            self.stack = Stack(mode=self.options.mode, profile=self.options.profile)
+            self.stack = Stack(mode=self.options.mode, profile=self.options.profile, own=self.options.own)
             self.note = self.stack.mode_note
             self.stack.start()
         except SimstackError as exc:

@@ -1,0 +1,76 @@
+"""The stack file a team commits once (``simstack.yaml``): which services are theirs, how to run or
+reach them, what they call and how they are told where it is.
+
+    services:
+      api:
+        cmd: uvicorn myapp:app --port {port}      # or url: http://127.0.0.1:9000 (already running)
+        health: /health                           # default /health
+        depends:
+          redis: 127.0.0.1:6379                   # behind a Toxiproxy listener, fault target dep:redis
+        env:
+          REDIS_URL: redis://{dep.redis}
+
+Used by ``simstack up -f FILE`` and the pytest plugin's ``--simstack-file`` (ini ``simstack_file``).
+A service not listed keeps its stand-in. Errors name the file, the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .own import SERVICES, OwnService
+from .shared.errors import ConfigError
+
+SERVICE_KEYS = ("url", "cmd", "health", "depends", "env")
+
+
+def load(path: str | Path) -> list[OwnService]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"stack file {path}: cannot be read ({exc.strerror})",
+                          "give the path of your simstack.yaml") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"stack file {path}: not valid YAML: {exc}", "fix the syntax") from None
+    return parse(data, str(path))
+
+
+def parse(data: Any, where: str) -> list[OwnService]:
+    _mapping(data, where, ("services",))
+    services = data.get("services") or {}
+    _mapping(services, f"{where}: services", SERVICES)
+    out = []
+    for name, spec in services.items():
+        at = f"{where}: services.{name}"
+        _mapping(spec, at, SERVICE_KEYS)
+        for key in ("url", "cmd", "health"):
+            if key in spec and not isinstance(spec[key], str):
+                raise ConfigError(f"{at}.{key}: {spec[key]!r} is not a string", f"e.g. {_EXAMPLES[key]}")
+        depends, env = spec.get("depends") or {}, spec.get("env") or {}
+        for key, value in (("depends", depends), ("env", env)):
+            if not isinstance(value, dict) or not all(isinstance(v, (str, int)) for v in value.values()):
+                raise ConfigError(f"{at}.{key}: {value!r} is not a mapping of names to strings",
+                                  f"e.g. {key}: {{{_EXAMPLES[key]}}}")
+        try:
+            out.append(OwnService(name, url=spec.get("url"), cmd=spec.get("cmd"), health=spec.get("health", "/health"),
+                                  deps={str(k): str(v) for k, v in depends.items()},
+                                  env={str(k): str(v) for k, v in env.items()}))
+        except ConfigError as exc:
+            raise ConfigError(f"{at}: {exc.message}", exc.hint) from None
+    return out
+
+
+_EXAMPLES = {"url": "url: http://127.0.0.1:9000", "cmd": "cmd: uvicorn myapp:app --port {port}",
+             "health": "health: /health", "depends": "redis: 127.0.0.1:6379", "env": "REDIS_URL: redis://{dep.redis}"}
+
+
+def _mapping(value: Any, where: str, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}", f"keys: {', '.join(allowed)}")
+    extra = sorted((k for k in value if k not in allowed), key=str)
+    if extra:
+        raise ConfigError(f"{where}: unknown field {extra[0]!r} (value {value[extra[0]]!r})",
+                          f"allowed fields: {', '.join(allowed)}")

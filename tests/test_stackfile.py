@@ -1,0 +1,98 @@
+"""The stack file (simstack.yaml): services of your own for `simstack up -f` and the plugin's
+--simstack-file; every bad field named with its file, value and what is allowed."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from simstack import stackfile
+from simstack.shared.errors import ConfigError
+from test_gateway import TESTS
+
+GOOD = {"services": {"api": {"cmd": "uvicorn app:app --port {port}", "health": "/healthz",
+                             "depends": {"redis": "127.0.0.1:6379"}, "env": {"REDIS_URL": "redis://{dep.redis}"}}}}
+
+
+def test_a_stack_file_describes_services_of_your_own():
+    [api] = stackfile.parse(GOOD, "simstack.yaml")
+    assert (api.name, api.cmd, api.health) == ("api", "uvicorn app:app --port {port}", "/healthz")
+    assert api.deps == {"redis": "127.0.0.1:6379"} and api.env == {"REDIS_URL": "redis://{dep.redis}"}
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"services": {"api": {"cmd": "x", "dependz": {}}}},
+     "simstack.yaml: services.api: unknown field 'dependz' (value {})\n  -> allowed fields: url, cmd, health, depends, env"),
+    ({"services": {"backend": {"url": "http://127.0.0.1:1"}}},
+     "simstack.yaml: services: unknown field 'backend'"),
+    ({"service": {}}, "simstack.yaml: unknown field 'service'"),
+    ({"services": {"api": {"cmd": "x --port {port}", "env": {"R": "{dep.redis}"}}}},
+     "simstack.yaml: services.api: --api-env R: {dep.redis} names no dependency of api"),
+    ({"services": {"api": {"cmd": 5}}}, "simstack.yaml: services.api.cmd: 5 is not a string"),
+    ({"services": {"api": {"health": "/h"}}}, "simstack.yaml: services.api: api: give exactly one of"),
+])
+def test_bad_fields_are_named_with_file_field_value_and_allowed_values(data, expected):
+    with pytest.raises(ConfigError) as info:
+        stackfile.parse(data, "simstack.yaml")
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_missing_stack_file_says_so(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        stackfile.load(tmp_path / "simstack.yaml")
+    assert "cannot be read" in str(info.value)
+
+
+def test_the_plugin_runs_a_suite_against_a_forwarded_backend_with_per_test_faults_and_traffic(pytester):
+    pytester.makefile(".yaml", simstack=textwrap.dedent(f"""\
+        services:
+          api:
+            cmd: {sys.executable} -m uvicorn upstream_app:app --app-dir {TESTS} --port {{port}} --log-level warning
+    """))
+    pytester.makepyfile(test_suite='''
+        import json, os, httpx, pytest
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosedError
+
+        def ws():
+            return connect(os.environ["SIMSTACK_WS_URL"], proxy=None,
+                           additional_headers={"Authorization": "Bearer " + os.environ["SIMSTACK_TOKEN"]})
+
+        def test_http_reaches_the_backend():
+            r = httpx.get(os.environ["SIMSTACK_API_URL"] + "/echo", timeout=10, trust_env=False)
+            assert r.json()["path"] == "/echo"
+
+        @pytest.mark.asyncio
+        async def test_agent_events_arrive():
+            async with ws() as c:
+                assert json.loads(await c.recv())["type"] == "hello"
+                await c.send(json.dumps({"type": "start_agent"}))
+                assert [json.loads(await c.recv())["type"] for _ in range(5)][-1] == "agent_completed"
+
+        @pytest.mark.asyncio
+        @pytest.mark.simstack_faults("close_after_accept")
+        async def test_the_staging_1011_for_this_test_only():
+            async with ws() as c:
+                with pytest.raises(ConnectionClosedError) as info:
+                    await c.recv()
+            assert info.value.rcvd.code == 1011
+    ''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function",
+                                           "--simstack=local", "--simstack-profile", "fast",
+                                           "--simstack-file", "simstack.yaml", "-v",
+                                           timeout=180)
+    result.assert_outcomes(passed=3)
+    result.stdout.re_match_lines([r".*\s5\s+1000\s+-\s+passed\s+test_suite.py::test_agent_events_arrive.*",
+                                  r".*1011\s+close_after_accept-\w+\s+passed\s+test_suite.py::test_the_staging_1011.*"])
+
+
+def test_cli_up_refuses_a_bad_stack_file_in_one_line(tmp_path):
+    import subprocess
+    path = tmp_path / "simstack.yaml"
+    path.write_text("services:\n  api:\n    url: http://127.0.0.1:9\n    bogus: 1\n")
+    r = subprocess.run([sys.executable, "-m", "simstack.cli", "up", "-f", str(path)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"simstack: error: {path}: services.api: unknown field 'bogus' (value 1)")
+    assert "Traceback" not in r.stderr
