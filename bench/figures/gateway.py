@@ -30,11 +30,11 @@ from simstack.stack import Stack
 from simstack.toxiproxy import Toxiproxy
 
 from ..harness import ROOT, entry, figure
-from ..load import http_alternating, http_load
+from ..load import proc_status
 from ..stats import latency_ms, summary
+from .traffic import HTTP_CONCURRENCY, http_round
 
 SIDES = ("direct", "toxiproxy", "gateway")
-HTTP_CONCURRENCY = 8
 ADDED_P50_TARGET_MS = 0.5
 RPS_RATIO_TARGET = 0.7
 
@@ -53,19 +53,6 @@ def _start_upstream() -> tuple[subprocess.Popen, str]:
         proc.wait()
         raise
     return proc, url
-
-
-async def _http_round(targets: dict, ctx) -> dict:
-    done, errors = {s: 0 for s in SIDES}, {s: 0 for s in SIDES}
-    spent = {s: 0.0 for s in SIDES}
-    for k in range(ctx.n(6, 1)):
-        for side in (SIDES if k % 2 == 0 else SIDES[::-1]):
-            r = await http_load(targets[side], concurrency=HTTP_CONCURRENCY, max_seconds=ctx.n(0.4, 0.2))
-            done[side] += len(r.latencies)
-            spent[side] += r.elapsed_s
-            errors[side] += r.errors
-    seq = dict(zip(SIDES, await http_alternating([targets[s] for s in SIDES], rounds=ctx.n(800, 30))))
-    return {s: {"rps": done[s] / spent[s], "errors": errors[s], "seq": latency_ms(seq[s])} for s in SIDES}
 
 
 async def _ws_round(ws_urls: dict, n: int) -> dict:
@@ -106,7 +93,7 @@ def gateway(ctx) -> dict:
             ws_targets = {"direct": upstream.replace("http", "ws") + "/ws",
                           "toxiproxy": via_toxi.replace("http", "ws") + "/ws", "gateway": stack.endpoints.ws_url}
             for i in range(ctx.n(5, 1)):
-                http = asyncio.run(_http_round(http_targets, ctx))
+                http = asyncio.run(http_round(http_targets, ctx, SIDES))
                 ws = asyncio.run(_ws_round(ws_targets, ctx.n(600, 20)))
                 rounds.append({s: {**http[s], "ws": ws[s]} for s in SIDES})
                 r = rounds[-1]
@@ -195,7 +182,6 @@ async def _hold(url: str, n: int, gateway_pid: int | None) -> dict:
     await asyncio.wait_for(all_open.wait(), 90)
     await asyncio.sleep(0.5)                       # the round trips of the last connections
     if gateway_pid is not None:
-        from ..load import proc_status
         memory = proc_status(gateway_pid)
     release.set()
     await asyncio.gather(*tasks)

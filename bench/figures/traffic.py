@@ -33,21 +33,22 @@ def _targets(stack: Stack) -> dict:
             "ws": {"direct": f"ws://{stack.upstreams['api']}/ws", "proxy": stack.endpoints.ws_url}}
 
 
-async def _http_round(targets: dict, ctx) -> dict:
-    done = {s: 0 for s in SIDES}
-    spent = {s: 0.0 for s in SIDES}
-    loaded = {s: [] for s in SIDES}
-    errors = {s: 0 for s in SIDES}
+async def http_round(targets: dict, ctx, sides: tuple[str, ...] = SIDES) -> dict:
+    """Throughput in short alternating blocks, then sequential latency request by request, per side."""
+    done = {s: 0 for s in sides}
+    spent = {s: 0.0 for s in sides}
+    loaded = {s: [] for s in sides}
+    errors = {s: 0 for s in sides}
     for k in range(ctx.n(6, 1)):
-        for side in (SIDES if k % 2 == 0 else SIDES[::-1]):
+        for side in (sides if k % 2 == 0 else sides[::-1]):
             r = await http_load(targets[side], concurrency=HTTP_CONCURRENCY, max_seconds=ctx.n(0.4, 0.2))
             done[side] += len(r.latencies)
             spent[side] += r.elapsed_s
             loaded[side] += r.latencies
             errors[side] += r.errors
-    seq = dict(zip(SIDES, await http_alternating([targets[s] for s in SIDES], rounds=ctx.n(800, 30))))
+    seq = dict(zip(sides, await http_alternating([targets[s] for s in sides], rounds=ctx.n(800, 30))))
     return {s: {"rps": done[s] / spent[s], "errors": errors[s], "loaded": latency_ms(loaded[s]),
-                "seq": latency_ms(seq[s])} for s in SIDES}
+                "seq": latency_ms(seq[s])} for s in sides}
 
 
 async def _ws_round(targets: dict, token: str, n: int) -> dict:
@@ -86,7 +87,7 @@ def traffic(ctx) -> dict:
     with Stack(mode="local", profile="fast") as stack:
         token, targets = stack.token(), _targets(stack)
         for i in range(ctx.n(5, 1)):
-            http = asyncio.run(_http_round(targets["http"], ctx))
+            http = asyncio.run(http_round(targets["http"], ctx))
             ws = asyncio.run(_ws_round(targets["ws"], token, ctx.n(300, 5)))
             rounds.append({s: {**http[s], **ws[s]} for s in SIDES})
             r = rounds[-1]
