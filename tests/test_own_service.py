@@ -156,3 +156,16 @@ async def test_a_service_that_goes_away_gives_502_json_on_http_and_on_the_upgrad
     assert (r.status_code, r.json()["error_code"]) == (502, "BAD_GATEWAY")
     assert "did not answer" in r.json()["detail"]
     assert info.value.response.status_code == 502
+
+
+def test_your_own_auth_service_sits_behind_the_gateway_with_auth_faults_and_the_api_stand_in_stays():
+    with Stack(mode="local", profile="fast", own=[OwnService("auth", cmd=UPSTREAM_CMD)]) as stack, \
+            http(stack.endpoints.auth_url) as auth, http(stack.endpoints.api_url) as api:
+        forwarded = auth.get("/echo")
+        stack.faults.add("status_override", target="auth", path="/echo", status=503)
+        overridden = auth.get("/echo")
+        stand_in = api.get("/health")
+        records, _ = stack.faults.timeline()
+    assert forwarded.json()["path"] == "/echo" and overridden.status_code == 503
+    assert stand_in.json()["service"] == "netra-ai-platform"
+    assert [r["status"] for r in records if r["service"] == "auth" and r["path"] == "/echo"] == [200, 503]
