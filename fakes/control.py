@@ -12,14 +12,13 @@ from fastapi import APIRouter, Header, HTTPException, Request
 
 from simstack.shared.errors import ConfigError
 from simstack.shared.faults import PROTOCOL, Fault
-from simstack.shared.constants import ENV_ADMIN_KEY
+from simstack.shared.constants import ENV_ADMIN_KEY, INTERNAL_LABEL
 from simstack.shared.triggers import Candidate, TriggerState
 
 from . import strictjson
 
 ADMIN_PREFIX = "/__simstack"
 INTERNAL_HEADER = b"x-simstack-internal"   # on simstack's own requests (e.g. the token it mints for a session)
-INTERNAL_LABEL = "simstack:internal"        # their label: never a test's, never mistaken for the suite's
 
 
 @dataclass

@@ -7,3 +7,6 @@ ENV_JWT_SECRET = "SIMSTACK_JWT_SECRET"    # HS256 secret shared by auth and api
 ENV_AUTH_POLICY = "SIMSTACK_AUTH_POLICY"  # lenient | strict
 ENV_BYPASS_KEY = "SIMSTACK_E2E_BYPASS_KEY"  # strict bypass-key check when set
 ENV_STACK_ID = "SIMSTACK_STACK_ID"
+
+# The timeline label of simstack's own requests (e.g. the token it mints for a session): never a test's.
+INTERNAL_LABEL = "simstack:internal"
