@@ -19,6 +19,8 @@ from . import strictjson
 
 ADMIN_PREFIX = "/__simstack"
 INTERNAL_HEADER = b"x-simstack-internal"   # on simstack's own requests (e.g. the token it mints for a session)
+FRAME_LOG_LIMIT = 500      # frames with time and preview kept per connection; types are always all kept
+FRAME_PREVIEW_CHARS = 240
 
 
 @dataclass
@@ -95,14 +97,26 @@ class Record:
     states: list = field(default_factory=list)       # [(state, ms since open)]
     frames_in: list = field(default_factory=list)    # message types received
     frames_out: list = field(default_factory=list)   # message types sent
+    frames: list = field(default_factory=list)       # [(ms since open, "in"|"out", type, text preview)]
     close_code: int | None = None
     close_reason: str | None = None
+    closed_by: str | None = None                      # "server" | "client"
     error: str | None = None
     faults: list = field(default_factory=list)
     version: int = 0
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
+
+    def frame(self, direction: str, mtype: str | None, data: str | bytes) -> None:
+        """One WebSocket frame ("in" or "out"): its type, and while the log has room, when and a preview."""
+        (self.frames_in if direction == "in" else self.frames_out).append(mtype)
+        if len(self.frames) < FRAME_LOG_LIMIT:
+            at = round((time.time() - self.started) * 1000, 1)
+            preview = data[:FRAME_PREVIEW_CHARS]
+            if isinstance(preview, bytes):
+                preview = preview.decode("utf-8", "replace")
+            self.frames.append((at, direction, mtype, preview))
 
 
 class Timeline:

@@ -185,9 +185,9 @@ class Gateway:
         try:
             plan = edge.plan_after_accept(upgrade)
             if plan.reject is not None:
-                await ws.send_text(json.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
-                                               "message": plan.reject}))
-                rec.frames_out.append("error_message")
+                text = json.dumps({"type": "error_message", "error_code": "AUTH_FAILED", "message": plan.reject})
+                await ws.send_text(text)
+                rec.frame("out", "error_message", text)
                 await _close_client(ws, rec, edge.POLICY_VIOLATION, plan.reject[:120])
                 await upstream.close()
                 return
@@ -209,14 +209,14 @@ async def _pump(ws: WebSocket, upstream, plan: edge.Plan, rec, timeline: Timelin
             if message["type"] == "websocket.disconnect":
                 code, reason = message.get("code", 1000), message.get("reason") or ""
                 if rec.close_code is None:
-                    rec.close_code, rec.close_reason = code, reason or None
+                    rec.close_code, rec.close_reason, rec.closed_by = code, reason or None, "client"
                 if code == 1006:
                     upstream.transport.abort()   # a cut stays a cut
                 else:
                     await upstream.close(code if code not in NOT_SENDABLE else 1000, reason)
                 return
             text = message.get("text")
-            rec.frames_in.append(_frame_type(text))
+            rec.frame("in", _frame_type(text), text if text is not None else "<binary>")
             timeline.touch(rec)
             await upstream.send(text if text is not None else message.get("bytes") or b"")
 
@@ -235,13 +235,14 @@ async def _pump(ws: WebSocket, upstream, plan: edge.Plan, rec, timeline: Timelin
                     await ws.send_text(data)
                 else:
                     await ws.send_bytes(data)
-                rec.frames_out.append(ftype or "<binary>")
+                rec.frame("out", ftype or "<binary>", data if isinstance(data, str) else "<binary>")
                 timeline.touch(rec)
         except ConnectionClosed:
             pass
         received = upstream.protocol.close_rcvd
         if received is None:           # the upstream cut the connection: so does the gateway
-            rec.close_code = rec.close_code or 1006
+            if rec.close_code is None:
+                rec.close_code, rec.closed_by = 1006, "server"
             return
         code = received.code if received.code not in NOT_SENDABLE else 1000
         await _close_client(ws, rec, code, received.reason)
@@ -250,7 +251,7 @@ async def _pump(ws: WebSocket, upstream, plan: edge.Plan, rec, timeline: Timelin
         after_s, code, reason = plan.close_at
         await asyncio.sleep(after_s)
         if code == edge.CUT:
-            rec.close_code, rec.close_reason = 1006, "dropped without close frame"
+            rec.close_code, rec.close_reason, rec.closed_by = 1006, "dropped without close frame", "server"
             return                     # returning without a close frame: uvicorn cuts the TCP connection
         await _close_client(ws, rec, code, reason)
 
@@ -271,7 +272,7 @@ async def _pump(ws: WebSocket, upstream, plan: edge.Plan, rec, timeline: Timelin
 
 async def _close_client(ws: WebSocket, rec, code: int, reason: str) -> None:
     if rec.close_code is None:
-        rec.close_code, rec.close_reason = code, reason or None
+        rec.close_code, rec.close_reason, rec.closed_by = code, reason or None, "server"
     if ws.application_state is WebSocketState.CONNECTED and ws.client_state is WebSocketState.CONNECTED:
         with contextlib.suppress(RuntimeError, OSError):
             await ws.close(code, reason)

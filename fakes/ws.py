@@ -83,9 +83,10 @@ class Session:
         self.registry.lookup(self.conn.id)
         if self.held:
             return
+        text = strictjson.dumps(message)
         async with self.send_lock:
-            await self.ws.send_text(strictjson.dumps(message))
-        self.rec.frames_out.append(message.get("type"))
+            await self.ws.send_text(text)
+        self.rec.frame("out", message.get("type"), text)
         self.timeline.touch(self.rec)
 
     def error_frame(self, message: str, code: str = "INVALID_MESSAGE") -> dict:
@@ -167,11 +168,11 @@ class Session:
         try:
             msg = strictjson.loads(data)
         except strictjson.InvalidJSON as exc:
-            self.rec.frames_in.append("<invalid>")
+            self.rec.frame("in", "<invalid>", data)
             await self.send(self.error_frame(f"Unknown or invalid message type: not JSON ({exc})"))
             return
         mtype = msg.get("type") if isinstance(msg, dict) else None
-        self.rec.frames_in.append(mtype[:SHOWN] if isinstance(mtype, str) else "<invalid>")
+        self.rec.frame("in", mtype[:SHOWN] if isinstance(mtype, str) else "<invalid>", data)
         why = _malformed(msg, mtype)
         if why:
             await self.send(self.error_frame(f"Unknown or invalid message type: {why}"))
@@ -223,7 +224,7 @@ class Session:
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state is WebSocketState.CONNECTED:
             await self.ws.close(code, reason)
-        self.rec.close_code, self.rec.close_reason = code, reason
+        self.rec.close_code, self.rec.close_reason, self.rec.closed_by = code, reason, "server"
 
 
 def _malformed(msg, mtype) -> str | None:
@@ -331,16 +332,18 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     try:
         why = rejection_after_accept(token, who, book, mismatch, rec)
         if why is not None:
-            await ws.send_text(strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
-                                                 "message": why, "timestamp": agent.now_iso()}))
-            rec.frames_out.append("error_message")
+            text = strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
+                                     "message": why, "timestamp": agent.now_iso()})
+            await ws.send_text(text)
+            rec.frame("out", "error_message", text)
             await session.close(CloseCode.POLICY_VIOLATION, why[:120])
             return
         await _serve(session, book, who, rec)
     except Drop:
-        rec.close_code, rec.close_reason = CloseCode.ABNORMAL_CLOSURE, "dropped without close frame"
+        rec.close_code, rec.close_reason, rec.closed_by = CloseCode.ABNORMAL_CLOSURE, "dropped without close frame", "server"
     except WebSocketDisconnect as exc:
         rec.close_code = rec.close_code or exc.code
+        rec.closed_by = rec.closed_by or "client"
     except Exception as exc:                                  # the generic handler of staging
         rec.error = f"{exc.__class__.__name__}: {exc}"
         try:
