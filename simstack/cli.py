@@ -17,7 +17,8 @@ from .shared.faults import KINDS, Fault
 from .repro import REPROS
 from .resources import SCENARIOS_ENV
 from .stack import MODES, PROFILES, FaultControl, Stack
-from . import own, state
+from .terminal import fit
+from . import own, report, state
 
 # `ws-mode healthy` is "no WebSocket fault at all". It was called `fixed`, which read like
 # `race_on_accept -p fixed=true` (the slow registration *with* the fix): that name stays as a
@@ -146,11 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("names", nargs="+", metavar="NAME", help="scenario names or paths to YAML files")
     stack_options(s)
     s.add_argument("--id", help="use this running stack (default: the running one, else start one)")
+    s.add_argument("--html", metavar="PATH", help="also write an HTML timeline of the scenarios, side by side")
     s.set_defaults(func=cmd_scenario_run)
 
     c = cmd("repro", cmd_repro, "reproduce a staging failure and show what the fix changes")
     c.add_argument("what", choices=tuple(REPROS))
     stack_options(c)
+    c.add_argument("--html", metavar="PATH", help="also write an HTML timeline of the three phases, side by side")
+
+    c = cmd("report", cmd_report, "write an HTML timeline of what the running stack has seen so far")
+    c.add_argument("--out", required=True, metavar="PATH", help="where to write the report (.html)")
+    c.add_argument("--id")
 
     c = cmd("watch", cmd_watch, "follow what each request and connection goes through")
     c.add_argument("--id")
@@ -439,8 +446,8 @@ def cmd_fault_ls(args) -> int:
         print("no faults: every endpoint is healthy")
     for f in faults:
         counts = f"  seen={f['seen']} fired={f['fired']}" if "seen" in f else ""
-        print(f"{f['id']}  {f['kind']} on {f['target']} ({f['layer']}) {json.dumps(f['params'])}"
-              f"{'  trigger ' + json.dumps(f['trigger']) if f.get('trigger') else ''}{counts}")
+        print(fit(f"{f['id']}  {f['kind']} on {f['target']} ({f['layer']}) {json.dumps(f['params'])}"
+                  f"{'  trigger ' + json.dumps(f['trigger']) if f.get('trigger') else ''}{counts}"))
     return 0
 
 
@@ -466,8 +473,9 @@ def cmd_scenario_ls(args) -> int:
 
 
 def cmd_scenario_run(args) -> int:
-    from .scenarios import format_result, load_scenario, run_scenario
+    from .scenarios import format_result, load_scenario, run_labelled
     scenarios = [load_scenario(n, args.scenarios) for n in args.names]   # every file is checked before anything runs
+    html = report.check_path(args.html, "--html") if args.html else None
     try:
         stack = Stack.attach(args.id)
     except NotRunning:
@@ -475,17 +483,33 @@ def cmd_scenario_run(args) -> int:
             raise
         stack = Stack(mode=args.mode, profile=args.profile).start()
     try:
-        results = [run_scenario(s, stack) for s in scenarios]
+        runs = [run_labelled(s, stack, f"scenario:{s.name}") for s in scenarios]
     finally:
         stack.stop()   # stops only a stack started here
+    results = [r for r, _ in runs]
     for r in results:
         print(format_result(r))
+    if html:
+        from .repro import phase_group
+        report.write(html, [phase_group(r.scenario.name, r, records) for r, records in runs],
+                     "simstack scenario run", subtitle=", ".join(args.names), layout="columns")
+        print(f"HTML timeline: {html}")
     return 0 if all(r.passed for r in results) else 1
 
 
 def cmd_repro(args) -> int:
     from .repro import run
-    return run(args.what, mode=args.mode, profile=args.profile)
+    return run(args.what, mode=args.mode, profile=args.profile, html=args.html)
+
+
+def cmd_report(args) -> int:
+    path = report.check_path(args.out, "--out")
+    stack = Stack.attach(args.id)
+    try:
+        print(f"HTML timeline: {report.of_running_stack(stack, path)}")
+    finally:
+        stack.stop()   # leaves the stack running
+    return 0
 
 
 def cmd_watch(args) -> int:

@@ -35,6 +35,7 @@ import pytest
 from .endpoints import Endpoints
 from .shared.errors import SimstackError
 from .shared.faults import AGENT_EVENTS
+from .terminal import fit
 
 MODES = ("local", "docker", "auto", "off")
 PROFILES = ("staging", "fast")
@@ -78,6 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--simstack-file", metavar="PATH", dest="simstack_file",
                 help="a stack file (simstack.yaml) with services of your own for the stack the plugin starts")
     parser.addini("simstack_file", "a stack file like --simstack-file (relative to the ini file)", default="")
+    g.addoption("--simstack-report", metavar="PATH", dest="simstack_report",
+                help="write an HTML timeline of the session here: one entry per test, one lane per connection")
     parser.addini("simstack_env", "NAME=TEMPLATE lines exported like --simstack-env", type="linelist", default=[])
     parser.addini("simstack_override", "MODULE:OBJ.ATTR=TEMPLATE lines applied like --simstack-override",
                   type="linelist", default=[])
@@ -106,6 +109,7 @@ class Options:
     redirects: list = field(default_factory=list)   # simstack.redirect.Redirect
     own: list = field(default_factory=list)         # simstack.own.OwnService, from the stack file
     no_traffic_ok: list[str] = field(default_factory=list)   # node id globs
+    report: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -155,7 +159,10 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
     """Options from the command line namespace and the ini file; raises UsageError on bad values."""
     opts = Options(mode=ns.simstack, profile=ns.simstack_profile, scenario=ns.simstack_scenario,
                    attach=ns.simstack_attach, require_traffic=ns.simstack_require_traffic,
-                   no_traffic_ok=[*config.getini("simstack_no_traffic_ok"), *ns.simstack_no_traffic_ok])
+                   no_traffic_ok=[*config.getini("simstack_no_traffic_ok"), *ns.simstack_no_traffic_ok],
+                   report=ns.simstack_report)
+    if opts.report:
+        _check_report_option(opts, ns)
     for line in config.getini("simstack_env"):
         opts.env.append(parse_env(line, "ini simstack_env"))
     for spec in ns.simstack_env:
@@ -475,6 +482,7 @@ def _begin(config: pytest.Config, ns: Any) -> None:
         sys.stderr.flush()
         raise SystemExit(int(pytest.ExitCode.INTERRUPTED)) from None
     config.stash[_SESSION] = session
+    _record_timeline(config, session, ns)
 
 
 @pytest.hookimpl
@@ -740,23 +748,51 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if not rows:
         return
     tr = terminalreporter
+    line = lambda text: tr.line(fit(text, indent=8))   # noqa: E731  (100 columns; the test id is never cut)
     tr.section("simstack traffic")
     s = config.stash.get(_SESSION, None)
     if s is not None and s.endpoints is not None:
-        tr.line(f"{s.mode} stack, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else ""))
+        line(f"{s.mode} stack, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else ""))
     elif s is not None:
-        tr.line("one stack per xdist worker" + (f", scenario {s.scenario}" if s.scenario else ""))
-    tr.line(f"{'http':>5} {'ws':>4} {'events':>6}  {'ws closes':<14} {'faults fired':<28} {'outcome':<7} test")
+        line("one stack per xdist worker" + (f", scenario {s.scenario}" if s.scenario else ""))
+    line(f"{'http':>5} {'ws':>4} {'events':>6}  {'ws closes':<14} {'faults fired':<28} {'outcome':<7} test")
     untouched = 0
     for nodeid, outcome, t in sorted(rows):
         if t.get("no_traffic_ok") and outcome == "passed":
             outcome, untouched = "no I/O", untouched + 1
         if "error" in t:
-            tr.line(f"{'?':>5} {'?':>4} {'?':>6}  {'':<14} {'':<28} {outcome:<7} {nodeid} ({t['error']})")
+            line(f"{'?':>5} {'?':>4} {'?':>6}  {'':<14} {'':<28} {outcome:<7} {nodeid} ({t['error']})")
             continue
         closes = ",".join(f"{c}x{n}" if n > 1 else str(c) for c, n in Counter(t["closes"]).items()) or "-"
         fired = ",".join(t["faults"]) or "-"
-        tr.line(f"{t['http']:>5} {t['ws']:>4} {t['events']:>6}  {closes:<14} {fired:<28} {outcome:<7} {nodeid}")
+        line(f"{t['http']:>5} {t['ws']:>4} {t['events']:>6}  {closes:<14} {fired:<28} {outcome:<7} {nodeid}")
     if untouched:
-        tr.line(f"no I/O: {untouched} test(s) {NO_TRAFFIC}, allowed by --simstack-no-traffic-ok / "
-                "simstack_no_traffic_ok")
+        line(f"no I/O: {untouched} test(s) {NO_TRAFFIC}, allowed by --simstack-no-traffic-ok / "
+             "simstack_no_traffic_ok")
+
+
+# ------------------------------------------------------------------ the HTML timeline (simstack.pytest_report)
+
+def _check_report_option(opts: Options, ns: Any) -> None:
+    """--simstack-report is refused before anything runs when it cannot be honoured."""
+    from .report import check_path
+    if not opts.enabled:
+        raise _usage(f"--simstack-report {opts.report!r} needs a stack", "add --simstack=local (or --simstack-attach)")
+    if _is_xdist_worker() or _is_xdist_controller(ns):
+        raise _usage(f"--simstack-report {opts.report!r} does not work with pytest-xdist yet (one stack per worker)",
+                     "run the session without -n to get the report")
+    try:
+        check_path(opts.report, "--simstack-report")
+    except SimstackError as exc:
+        raise _usage(exc.message, exc.hint) from None
+
+
+def _record_timeline(config: pytest.Config, session: SimstackSession, ns: Any) -> None:
+    """Read the timeline after every test when a report or pytest-html extras want it."""
+    html_extras = bool(getattr(ns, "htmlpath", None)) and config.pluginmanager.hasplugin("html")
+    if session.faults is None or not (session.options.report or html_extras):
+        return
+    from pathlib import Path
+    from .pytest_report import ReportPlugin
+    path = Path(session.options.report).expanduser() if session.options.report else None
+    config.pluginmanager.register(ReportPlugin(session, path, html_extras), "simstack-report")

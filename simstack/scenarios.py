@@ -37,6 +37,7 @@ from . import resources
 from .client import ACTIONS, HttpObservation, Observation, observe_http, observe_ws
 from .shared.errors import ConfigError
 from .shared.faults import Fault
+from .terminal import fit
 from .toxiproxy import drain_s
 
 SCENARIO_DIR = resources.shipped("scenarios")   # the shipped ones
@@ -250,13 +251,29 @@ async def _connections(scenario: Scenario, ws_url: str, token: str, faults) -> l
 
 
 def format_result(result: ScenarioResult) -> str:
+    """Every check with what was observed, wrapped to the terminal (never cut)."""
     lines = [f"scenario {result.scenario.name}: {'PASS' if result.passed else 'FAIL'}"]
     if result.scenario.description:
         lines.append(f"  {result.scenario.description.splitlines()[0]}")
-    width = max((len(c.what) for c in result.checks), default=10)
+    width = min(32, max((len(c.what) for c in result.checks), default=10))
     for c in result.checks:
         lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.what:<{width}}  expected {c.expected!r:<18} observed {c.observed!r}")
     for i, obs in enumerate(result.connections):
         if obs.error:
             lines.append(f"  ws[{i}] client saw: {obs.error}")
-    return "\n".join(lines)
+    return "\n".join(fit(line, indent=6) for line in lines)
+
+
+def run_labelled(scenario: Scenario, stack, label: str) -> tuple[ScenarioResult, list[dict]]:
+    """:func:`run_scenario` with its traffic labelled ``label`` in the timeline; returns the result and
+    the stand-ins' records of that traffic (what the server saw)."""
+    stack.faults.mark(label)
+    try:
+        result = run_scenario(scenario, stack)
+    finally:
+        stack.faults.mark(None)
+    return result, stack.faults.timeline(label=label)[0]
+
+
+def failed_checks(result: ScenarioResult) -> str:
+    return ", ".join(f"{c.what} expected {c.expected!r} got {c.observed!r}" for c in result.checks if not c.ok)

@@ -4,9 +4,15 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from .terminal import fit
+
 
 def describe(rec: dict) -> str:
-    """One line per record: when, what, how it ended, which faults fired."""
+    """One record: when, what, how it ended, which faults fired; wrapped to 100 columns, never cut."""
+    return fit(_line(rec), indent=6)
+
+
+def _line(rec: dict) -> str:
     when = datetime.fromtimestamp(rec["started"]).strftime("%H:%M:%S.%f")[:-3]
     faults = f"  faults={','.join(rec['faults'])}" if rec.get("faults") else ""
     label = f"  [{rec['label']}]" if rec.get("label") else ""

@@ -19,6 +19,7 @@ FIGURES = (
     "redirect_start_extra_ms", "tls_http_new_conn_ms", "tls_http_keepalive_ms", "tls_ws_connect_ms",  # 6 redirect
     "gateway_http_rps", "gateway_http_p50_ms", "gateway_http_p99_ms", "gateway_ws_rtt_p50_ms",     # 7 gateway
     "gateway_ws_clients", "gateway_memory_1000_mb",
+    "report_1000_s", "report_1000_bytes",                                                # 8 HTML report
 )
 
 

@@ -19,6 +19,7 @@ import pytest
 from simstack.client import observe_ws
 from simstack.scenarios import load_scenario, run_scenario
 from simstack.stack import Stack
+from simstack.report import data_in
 from simstack.state import pid_alive
 
 SIMSTACK = [sys.executable, "-m", "simstack.cli"]
@@ -110,12 +111,29 @@ def test_faults_and_ws_mode_flip_live_on_a_detached_stack(cli):
     assert "no faults" in cli("fault", "ls").stdout
 
 
-def test_scenario_run_uses_the_running_stack(cli):
+def test_scenario_run_uses_the_running_stack(cli, tmp_path):
     stack_id, _ = detached(cli)
-    out = cli("scenario", "run", "repro-1011", "fix-1011").stdout
+    out = cli("scenario", "run", "repro-1011", "fix-1011", "--html", str(tmp_path / "scenarios.html")).stdout
     assert "scenario repro-1011: PASS" in out and "scenario fix-1011: PASS" in out
     assert stack_processes(stack_id), "the detached stack is still running"
     assert "no faults" in cli("fault", "ls").stdout
+    data = data_in((tmp_path / "scenarios.html").read_text())
+    assert [(g["name"], g["outcome"]) for g in data["groups"]] == [("repro-1011", "passed"), ("fix-1011", "passed")]
+    assert [[ln["cc"] for ln in g["lanes"] if ln["k"] == "ws"] for g in data["groups"]] == [[1011], [1000]]
+    assert data["layout"] == "columns", "the scenarios side by side"
+
+
+def test_report_of_a_running_stack_shows_what_it_saw_so_far(cli, tmp_path):
+    _, urls = detached(cli)
+    token = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))["SIMSTACK_TOKEN"]
+    cli("fault", "add", "race_on_accept")
+    asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
+    out = cli("report", "--out", str(tmp_path / "now.html")).stdout
+    assert f"HTML timeline: {tmp_path / 'now.html'}" in out
+    lanes = [ln for g in data_in((tmp_path / "now.html").read_text())["groups"] for ln in g["lanes"]]
+    ws = [ln for ln in lanes if ln["k"] == "ws"]
+    assert [(ln["st"], ln["cc"], ln["by"]) for ln in ws] == [(101, 1011, "server")]
+    assert ws[0]["err"].startswith("NotRegistered") and ws[0]["faults"]
 
 
 def test_scenario_ls_lists_every_shipped_scenario(cli):
@@ -200,6 +218,16 @@ def test_repro_1011_exits_zero_and_shows_the_three_phases(cli):
     out = cli("repro", "1011", "--profile", "fast").stdout
     assert "REPRODUCED 1011" in out and "FIXED" in out and "STILL 1011" in out
     assert "NotRegistered" in out, "the server view names the failed lookup"
+    assert max(map(len, out.splitlines())) <= 100
+
+
+def test_fault_ls_wraps_long_faults_at_100_columns(cli):
+    detached(cli)
+    paths = [f"/api/some/rather/long/path/number/{i}" for i in range(6)]
+    fault_id = re.search(r"applied (\S+):", cli("fault", "add", "health_hang", "-p", f"paths={paths}").stdout).group(1)
+    out = cli("fault", "ls").stdout
+    assert max(map(len, out.splitlines())) <= 100
+    assert fault_id in out and all(p in " ".join(out.split()) for p in paths), "wrapped, nothing cut"
 
 
 def _docker_problem():
@@ -238,7 +266,10 @@ def test_watch_shows_what_each_connection_went_through(cli):
     asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
     cli("fault", "reset")
     asyncio.run(observe_ws(urls["ws"], token, timeout_s=5))
-    lines = [l for l in cli("watch", "--once").stdout.splitlines() if " WS " in l]
+    out = cli("watch", "--once").stdout
+    assert max(map(len, out.splitlines())) <= 100, "watch wraps at 100 columns"
+    records = re.split(r"\n(?=\d\d:\d\d:\d\d\.\d{3} )", out.strip())   # a record's continuation lines are indented
+    lines = [" ".join(r.split()) for r in records if " WS " in r]
     race, fixed = lines[-2], lines[-1]
     assert "[authenticated > accepted > closed] close=1011 (Internal error)" in race
     assert "error=NotRegistered" in race and f"faults={fault_id}" in race
