@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/bin:$(PATH)
 export NO_PROXY := 127.0.0.1,localhost,::1
 export no_proxy := 127.0.0.1,localhost,::1
 
-.PHONY: help setup toxiproxy engine images redis repro-1011 repro-own-backend test e2e bench clean
+.PHONY: help setup toxiproxy engine images redis browser repro-1011 repro-own-backend test e2e bench clean
 
 help:
 	@echo "make repro-1011  reproduce the staging WebSocket 1011 and show what the fix changes"
@@ -31,6 +31,9 @@ toxiproxy:
 engine:
 	@docker/engine.sh ensure
 
+browser:
+	@scripts/install-chromium.sh
+
 images: setup engine
 	@$(VENV)/bin/simstack images build
 
@@ -45,7 +48,7 @@ redis:
 repro-own-backend: setup redis
 	$(PY) examples/own-backend/compare.py
 
-test: setup
+test: setup browser
 	@$(MAKE) --no-print-directory redis || echo "make test: no redis-server; the own-backend example test will be skipped"
 	@docker/engine.sh ensure || echo "make test: no Docker engine; docker-mode tests will be skipped (see message above)"
 	@$(VENV)/bin/simstack images build || echo "make test: image build failed; docker-mode tests will be skipped"
