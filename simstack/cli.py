@@ -405,13 +405,13 @@ def cmd_fault_kinds(args) -> int:
         print(fault_catalogue_markdown())
         return 0
     for kind in KINDS.values():
-        print(f"{kind.name}  [{kind.layer}; targets {', '.join(kind.targets)}]")
-        print(f"    {kind.summary}")
-        print(f"    client sees: {kind.signature}")
+        print(fit(f"{kind.name}  [{kind.layer}; targets {', '.join(kind.targets)}]"))
+        print(fit(f"    {kind.summary}"))
+        print(fit(f"    client sees: {kind.signature}"))
         for p in kind.params:
-            print(f"    --param {p.name}=<{p.type.__name__}> (default {p.default!r}): {p.help}")
+            print(fit(f"    --param {p.name}=<{p.type.__name__}> (default {p.default!r}): {p.help}"))
         if kind.default_trigger:
-            print(f"    default trigger: {kind.default_trigger}")
+            print(fit(f"    default trigger: {kind.default_trigger}"))
     return 0
 
 
@@ -468,7 +468,7 @@ def cmd_fault_reset(args) -> int:
 def cmd_scenario_ls(args) -> int:
     from .scenarios import list_scenarios
     for s in list_scenarios(args.scenarios):
-        print(f"{s.name:24} {s.description.splitlines()[0] if s.description else ''}")
+        print(fit(f"{s.name:24} {s.description.splitlines()[0] if s.description else ''}", indent=25))
     return 0
 
 

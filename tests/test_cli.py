@@ -221,6 +221,12 @@ def test_repro_1011_exits_zero_and_shows_the_three_phases(cli):
     assert max(map(len, out.splitlines())) <= 100
 
 
+@pytest.mark.parametrize("argv", [("fault", "kinds"), ("scenario", "ls"), ("--help",)])
+def test_outputs_without_a_stack_fit_in_100_columns(cli, argv):
+    out = cli(*argv).stdout
+    assert out.strip() and max(map(len, out.splitlines())) <= 100
+
+
 def test_fault_ls_wraps_long_faults_at_100_columns(cli):
     detached(cli)
     paths = [f"/api/some/rather/long/path/number/{i}" for i in range(6)]
