@@ -162,7 +162,7 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
                    no_traffic_ok=[*config.getini("simstack_no_traffic_ok"), *ns.simstack_no_traffic_ok],
                    report=ns.simstack_report)
     if opts.report:
-        _check_report_option(opts, ns)
+        _check_report_option(opts)
     for line in config.getini("simstack_env"):
         opts.env.append(parse_env(line, "ini simstack_env"))
     for spec in ns.simstack_env:
@@ -773,14 +773,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 
 # ------------------------------------------------------------------ the HTML timeline (simstack.pytest_report)
 
-def _check_report_option(opts: Options, ns: Any) -> None:
+def _check_report_option(opts: Options) -> None:
     """--simstack-report is refused before anything runs when it cannot be honoured."""
     from .report import check_path
     if not opts.enabled:
         raise _usage(f"--simstack-report {opts.report!r} needs a stack", "add --simstack=local (or --simstack-attach)")
-    if _is_xdist_worker() or _is_xdist_controller(ns):
-        raise _usage(f"--simstack-report {opts.report!r} does not work with pytest-xdist yet (one stack per worker)",
-                     "run the session without -n to get the report")
     try:
         check_path(opts.report, "--simstack-report")
     except SimstackError as exc:
@@ -790,9 +787,10 @@ def _check_report_option(opts: Options, ns: Any) -> None:
 def _record_timeline(config: pytest.Config, session: SimstackSession, ns: Any) -> None:
     """Read the timeline after every test when a report or pytest-html extras want it."""
     html_extras = bool(getattr(ns, "htmlpath", None)) and config.pluginmanager.hasplugin("html")
-    if session.faults is None or not (session.options.report or html_extras):
+    if not (session.options.report or (html_extras and session.faults is not None)):
         return
     from pathlib import Path
     from .pytest_report import ReportPlugin
-    path = Path(session.options.report).expanduser() if session.options.report else None
-    config.pluginmanager.register(ReportPlugin(session, path, html_extras), "simstack-report")
+    path = Path(session.options.report).expanduser().resolve() if session.options.report else None
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    config.pluginmanager.register(ReportPlugin(session, path, html_extras, worker), "simstack-report")

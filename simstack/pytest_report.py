@@ -7,6 +7,8 @@ entry per test holding only the traffic labelled with that test's id.
 """
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -64,23 +66,37 @@ def outcome_of(rep: pytest.TestReport, current: str | None) -> str:
     return current or "passed"
 
 
-class ReportPlugin:
-    """Registered by the simstack plugin when ``--simstack-report`` or pytest-html's ``--html`` is on."""
+def parts_dir(path: Path) -> Path:
+    """Where xdist workers leave their records for the controller to merge."""
+    return path.with_name(f".{path.name}.parts")
 
-    def __init__(self, session, path: Path | None, html_extras: bool):
+
+class ReportPlugin:
+    """Registered by the simstack plugin when ``--simstack-report`` or pytest-html's ``--html`` is on.
+
+    Without xdist one process records and writes. With xdist each worker records its own stack
+    and leaves its records in :func:`parts_dir`; the controller, which sees every test's outcome,
+    merges them and writes the report (on a shared, attached stack the controller reads it itself)."""
+
+    def __init__(self, session, path: Path | None, html_extras: bool, worker: str | None = None):
         self.session = session          # the plugin's SimstackSession
         self.path = path
         self.html_extras = html_extras
-        self.recorder = TimelineRecorder(session.faults)
-        self.recorder.start()
+        self.worker = worker            # xdist worker id, or None
+        self.recorder = TimelineRecorder(session.faults) if session.faults is not None else None
+        if self.recorder is not None:
+            self.recorder.start()
+        elif path is not None:          # the xdist controller: parts of an earlier, killed run go
+            shutil.rmtree(parts_dir(path), ignore_errors=True)
         self.outcomes: dict[str, str] = {}
         self.written: Path | None = None
         self.problem: str | None = None
+        self.stop: report.Stop | None = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         rep = yield
-        if call.when == "teardown":
+        if call.when == "teardown" and self.recorder is not None:
             self.recorder.poll(item.nodeid)
             if self.html_extras:
                 from pytest_html import extras
@@ -93,15 +109,21 @@ class ReportPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.path is None:
             return
-        self.recorder.poll(None)   # closes that settled after their test
+        if self.recorder is not None:
+            self.recorder.poll(None)   # closes that settled after their test
+        if self.worker is not None:
+            if self.session.role != "attached":   # on a shared stack the controller reads it itself
+                self._leave_part()
+            return
+        records, self.stop = (self.recorder.all(), self.recorder.stop) if self.recorder else self._merge_parts()
         s = self.session
+        where = "one stack per xdist worker" if s.role == "controller" else f"{s.mode} stack"
         args = " ".join(session.config.invocation_params.args)
-        subtitle = (f"{s.mode} stack, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else "")
+        subtitle = (f"{where}, profile {s.profile}" + (f", scenario {s.scenario}" if s.scenario else "")
                     + f" · pytest {args}")
-        groups = report.by_label(self.recorder.all(), order=list(self.outcomes), outcomes=self.outcomes,
-                                 default_outcome="-")
-        stop = self.recorder.stop
-        if stop is not None:   # tests that ran after the stack stopped: say why they show no traffic
+        groups = report.by_label(records, order=list(self.outcomes), outcomes=self.outcomes, default_outcome="-")
+        stop = self.stop
+        if stop is not None and self.recorder is not None:   # tests run after the stack stopped: say why
             names = list(self.outcomes)
             after = names[names.index(stop.after) + 1:] if stop.after in names else []
             for g in groups:
@@ -113,12 +135,33 @@ class ReportPlugin:
         except OSError as exc:
             self.problem = f"could not write {self.path}: {exc}"
 
+    def _leave_part(self) -> None:
+        stack = self.session.endpoints.api_control_url
+        stop = self.recorder.stop
+        part = {"records": [{**r, "stack": stack} for r in self.recorder.all()],
+                "stop": {"at": stop.at, "after": stop.after, "why": stop.why} if stop else None}
+        parts = parts_dir(self.path)
+        parts.mkdir(exist_ok=True)
+        (parts / f"{self.worker}.json").write_text(json.dumps(part), encoding="utf-8")
+
+    def _merge_parts(self) -> tuple[list[dict], report.Stop | None]:
+        parts = parts_dir(self.path)
+        records: dict[tuple, dict] = {}
+        stops = []
+        for f in sorted(parts.glob("*.json")):
+            part = json.loads(f.read_text(encoding="utf-8"))
+            for r in part["records"]:
+                records[(r["stack"], r.get("service", ""), r["seq"])] = r
+            if part["stop"]:
+                stops.append(report.Stop(**part["stop"]))
+        shutil.rmtree(parts, ignore_errors=True)
+        return sorted(records.values(), key=lambda r: r["started"]), min(stops, key=lambda st: st.at, default=None)
+
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.written:
             terminalreporter.line(f"simstack report: {self.written.resolve()}")
         elif self.problem:
             terminalreporter.line(f"simstack report: {self.problem}", red=True)
-        if self.recorder.stop:
+        if self.stop:
             terminalreporter.line(f"simstack report: the stack stopped answering"
-                                  f"{' after ' + self.recorder.stop.after if self.recorder.stop.after else ''}: "
-                                  f"{self.recorder.stop.why}", red=True)
+                                  f"{' after ' + self.stop.after if self.stop.after else ''}: {self.stop.why}", red=True)

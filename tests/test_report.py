@@ -163,6 +163,22 @@ def test_pytest_html_shows_each_tests_lanes(session_report):
     assert "NotRegistered: connection conn_" in page and "close 1011 Internal error by server" in page
 
 
+def test_with_xdist_each_worker_s_traffic_lands_in_one_report(tmp_path):
+    proc = pytest_session(tmp_path, SUITE, "--simstack-report", "report.html", "-n", "2")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = data_in((tmp_path / "report.html").read_text())
+    by_name = {g["name"]: g for g in data["groups"]}
+    prefix = "test_suite.py::"
+    assert {n for n in by_name if n.startswith(prefix)} == {prefix + t for t in (
+        "test_health", "test_agent_run", "test_html_in_a_frame", "test_race_gives_1011", "test_without_traffic")}
+    assert [ln["cc"] for ln in by_name[prefix + "test_race_gives_1011"]["lanes"]] == [1011]
+    assert [ln["cc"] for ln in by_name[prefix + "test_agent_run"]["lanes"]] == [1000]
+    assert by_name[prefix + "test_race_gives_1011"]["outcome"] == "failed"
+    assert "one stack per xdist worker" in data["subtitle"]
+    assert not list(tmp_path.glob(".report.html.parts*")), "the workers' parts are merged and removed"
+    assert f"simstack report: {tmp_path / 'report.html'}" in proc.stdout
+
+
 def test_a_stack_that_dies_mid_run_keeps_what_was_seen_and_marks_where(tmp_path):
     proc = pytest_session(tmp_path, KILLS_THE_STACK, "--simstack-report", "report.html")
     data = data_in((tmp_path / "report.html").read_text())
