@@ -44,15 +44,24 @@ class OwnService:
     health: str = "/health"
     deps: dict = field(default_factory=dict)   # dependency name -> host:port it really lives at
     env: dict = field(default_factory=dict)    # VAR -> template ({port}, {dep.NAME})
+    image: str | None = None          # an image in the local engine (docker mode; never pulled)
+    port: int = 8000                  # the port the image's service listens on ({port} for an image)
 
     def __post_init__(self) -> None:
         opt = f"--{self.name}"
         if self.name not in SERVICES:
             raise ConfigError(f"no service named {self.name!r} can be replaced", f"use one of {', '.join(SERVICES)}")
-        if (self.url is None) == (self.cmd is None):
-            raise ConfigError(f"{self.name}: give exactly one of {opt}-url and {opt}-cmd",
-                              f"{opt}-url http://127.0.0.1:9000 (already running) or "
-                              f"{opt}-cmd 'uvicorn myapp:app --port {{port}}' (simstack runs it)")
+        if sum(x is not None for x in (self.url, self.cmd, self.image)) != 1:
+            raise ConfigError(f"{self.name}: give exactly one of {opt}-url, {opt}-cmd and {opt}-image",
+                              f"{opt}-url http://127.0.0.1:9000 (already running), "
+                              f"{opt}-cmd 'uvicorn myapp:app --port {{port}}' (simstack runs it) or "
+                              f"{opt}-image myorg/backend:fix (docker mode)")
+        if self.image is not None and self.deps:
+            raise ConfigError(f"{opt}-dep with {opt}-image: dependencies of a containerised service are not "
+                              "supported yet", f"run it with {opt}-cmd (local mode) to put its dependencies "
+                              "behind Toxiproxy")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"{opt}-image-port {self.port!r} is not a port", "e.g. 8000")
         if self.url is not None:
             u = httpx.URL(self.url)
             if u.scheme not in ("http", "https") or not u.host or u.path not in ("", "/"):
@@ -96,6 +105,21 @@ class OwnService:
         return {f"{DEP_PREFIX}{d}": a for d, a in self.deps.items()}
 
 
+def mode_for(services, mode: str) -> str | None:
+    """The mode services of your own need (None: any); ConfigError when ``mode`` cannot run them."""
+    images = [s for s in services if s.image is not None]
+    processes = [s for s in services if s.image is None]
+    if images and processes:
+        raise ConfigError("services of your own mix an image with a command or URL",
+                          "an image runs in docker mode, a command or URL in local mode: use one kind")
+    if processes and mode == "docker":
+        raise ConfigError("a service of your own given by --api-url/--api-cmd (or --auth-…) runs in local mode only",
+                          "use --mode local (or auto), or give it as an image (--api-image) for docker mode")
+    if images and mode == "local":
+        raise ConfigError(f"--{images[0].name}-image {images[0].image} runs in docker mode", "use --mode docker (or auto)")
+    return "docker" if images else "local" if processes else None
+
+
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     out = {}
     for item in values or ():
@@ -111,9 +135,12 @@ def add_options(parser) -> None:
     parser.add_argument("-f", "--file", dest="stack_file", metavar="FILE",
                         help="a stack file (simstack.yaml) naming services of your own, their dependencies and env")
     for name in SERVICES:
-        g = parser.add_argument_group(f"your own {name} service (replaces the {name} stand-in; local mode)")
+        g = parser.add_argument_group(f"your own {name} service (replaces the {name} stand-in)")
         g.add_argument(f"--{name}-url", help="a service already running, e.g. http://127.0.0.1:9000")
         g.add_argument(f"--{name}-cmd", help="a command simstack runs, e.g. 'uvicorn myapp:app --port {port}'")
+        g.add_argument(f"--{name}-image", help="an image in the local engine (docker mode; never pulled)")
+        g.add_argument(f"--{name}-image-port", type=int, default=8000,
+                       help="the port the image's service listens on (default 8000)")
         g.add_argument(f"--{name}-health", default="/health", help="its health path (default /health)")
         g.add_argument(f"--{name}-dep", action="append", metavar="NAME=HOST:PORT",
                        help="a dependency it calls; reached through Toxiproxy (fault target dep:NAME)")
@@ -128,8 +155,9 @@ def from_args(args) -> list[OwnService]:
         out = load(args.stack_file)
     for name in SERVICES:
         url, cmd = getattr(args, f"{name}_url", None), getattr(args, f"{name}_cmd", None)
+        image = getattr(args, f"{name}_image", None)
         deps, env = getattr(args, f"{name}_dep", None), getattr(args, f"{name}_env", None)
-        if url is None and cmd is None:
+        if url is None and cmd is None and image is None:
             if deps or env:
                 raise ConfigError(f"--{name}-dep/--{name}-env without --{name}-url or --{name}-cmd",
                                   f"they describe a service of your own: add --{name}-cmd or --{name}-url")
@@ -137,7 +165,8 @@ def from_args(args) -> list[OwnService]:
         if any(s.name == name for s in out):
             raise ConfigError(f"the {name} service is described twice: in {args.stack_file} and by --{name}-url/--{name}-cmd",
                               "keep one of them")
-        out.append(OwnService(name, url=url, cmd=cmd, health=getattr(args, f"{name}_health", "/health"),
+        out.append(OwnService(name, url=url, cmd=cmd, image=image, port=getattr(args, f"{name}_image_port", 8000),
+                              health=getattr(args, f"{name}_health", "/health"),
                               deps=_pairs(deps, f"--{name}-dep"), env=_pairs(env, f"--{name}-env")))
     return out
 
@@ -146,10 +175,10 @@ def to_argv(args) -> list[str]:
     """The options again, for the detached `simstack up`."""
     argv = ["--file", os.path.abspath(args.stack_file)] if getattr(args, "stack_file", None) else []
     for name in SERVICES:
-        for opt in ("url", "cmd", "health"):
+        for opt in ("url", "cmd", "health", "image", "image_port"):
             value = getattr(args, f"{name}_{opt}", None)
             if value is not None:
-                argv += [f"--{name}-{opt}", value]
+                argv += [f"--{name}-{opt.replace('_', '-')}", str(value)]
         for opt in ("dep", "env"):
             for value in getattr(args, f"{name}_{opt}", None) or ():
                 argv += [f"--{name}-{opt}", value]
@@ -179,26 +208,31 @@ def wait_healthy(svc: OwnService, base_url: str, timeout: float, proc: subproces
             except httpx.HTTPError as exc:
                 last = f"{exc.__class__.__name__}: {exc}"
             if proc is not None and proc.poll() is not None:
-                raise StartError(f"your {svc.name} command exited with code {proc.returncode} before {url} "
-                                 f"answered (last error: {last}); its log ends: {_tail(log())}",
-                                 f"run it by hand to see why: {svc.cmd}")
+                what = f"command exited with code {proc.returncode}" if svc.image is None else \
+                    f"image {svc.image} exited with code {proc.returncode}"
+                raise StartError(f"your {svc.name} {what} before {url} answered (last error: {last}); "
+                                 f"its log ends: {_tail(log())}",
+                                 f"run it by hand to see why: {svc.cmd or f'docker run --rm {svc.image}'}")
             if time.monotonic() > deadline:
                 if proc is None:
                     raise StartError(f"your {svc.name} service at {svc.url} did not answer {url} within "
                                      f"{timeout:.0f} s (last error: {last})",
                                      f"start it first, or fix --{svc.name}-url / --{svc.name}-health")
-                raise StartError(f"your {svc.name} command never became healthy at {url} within {timeout:.0f} s "
+                raise StartError(f"your {svc.name} {'command' if svc.image is None else 'image'} never became "
+                                 f"healthy at {url} within {timeout:.0f} s "
                                  f"(last error: {last}); its log ends: {_tail(log())}",
                                  f"check that it listens on {{port}} and serves {svc.health}, "
                                  f"or set --{svc.name}-health")
             time.sleep(0.05)
 
 
-def gateway_argv(fd: int) -> list[str]:
-    """The gateway as uvicorn serves it, on an inherited socket (see fakes/serve.py)."""
-    return [sys.executable, "-m", "simstack.fakes.serve", GATEWAY_APP, "--factory", "--fd", str(fd),
-            "--log-level", "warning", "--no-access-log", "--no-server-header", "--no-date-header",
-            *PROTOCOLS, "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
+def gateway_argv(fd: int | None = None, port: int = 8000) -> list[str]:
+    """The gateway as uvicorn serves it (after ``python3``): on an inherited socket (local mode, see
+    fakes/serve.py), or on 0.0.0.0:``port`` (in a container)."""
+    bind = ["-m", "simstack.fakes.serve", GATEWAY_APP, "--fd", str(fd)] if fd is not None else \
+        ["-m", "uvicorn", GATEWAY_APP, "--host", "0.0.0.0", "--port", str(port)]
+    return [*bind, "--factory", "--log-level", "warning", "--no-access-log", "--no-server-header",
+            "--no-date-header", *PROTOCOLS, "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
             "--timeout-graceful-shutdown", "1"]
 
 
@@ -213,6 +247,12 @@ def command_argv(svc: OwnService, port: int, deps: dict) -> list[str]:
     first = cmd.split(maxsplit=1)[0] if cmd.strip() else ""
     simple = "=" not in first and not any(c in cmd for c in ";&|\n()`$<>")
     return ["/bin/sh", "-c", f"exec {cmd}" if simple else cmd]
+
+
+def image_env(svc: OwnService) -> dict[str, str]:
+    """Environment for an image's container: ``$PORT`` and the templates (``{port}`` = the image's port)."""
+    return {"PORT": str(svc.port), **{var: svc.render(t, svc.port, {}, f"--{svc.name}-env {var}")
+                                      for var, t in svc.env.items()}}
 
 
 def command_env(svc: OwnService, port: int, deps: dict) -> dict[str, str]:
@@ -231,6 +271,8 @@ def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout
     toxi = Toxiproxy(toxiproxy_url)
     try:
         for svc in services.values():
+            if svc.image is not None:
+                raise ConfigError(f"--{svc.name}-image {svc.image} runs in docker mode", "add --mode docker")
             deps = {}
             for dep, address in svc.deps.items():
                 check_reachable(svc, dep, address)
@@ -247,7 +289,8 @@ def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout
                 wait_healthy(svc, base, min(timeout, 5.0))
             sock = bind(0, "")
             upstreams[svc.name] = f"127.0.0.1:{sock.getsockname()[1]}"
-            launcher._spawn(f"{svc.name}-gateway", gateway_argv(sock.fileno()), {**env, **gateway_env(svc, base)},
+            launcher._spawn(f"{svc.name}-gateway", [sys.executable, *gateway_argv(sock.fileno())],
+                            {**env, **gateway_env(svc, base)},
                            (sock.fileno(),))
             sock.close()
     finally:
@@ -262,3 +305,44 @@ def check_reachable(svc: OwnService, dep: str, address: str) -> None:
     except OSError as exc:
         raise StartError(f"dependency {dep} of {svc.name} at {address} does not accept connections ({exc})",
                          f"start it first, or fix --{svc.name}-dep {dep}=HOST:PORT") from None
+
+
+# ------------------------------------------------------------------ docker mode
+
+def docker_containers(svc: OwnService, service, stand_in_env: dict, network, labels: dict, prefix: str) -> dict:
+    """Your image (alias ``<name>-upstream``, its port published on 127.0.0.1 for the health wait) and
+    the gateway in the stand-ins image under the stand-in's alias, so the proxies need no change.
+    Keys as in local mode: ``<name>`` (your service), ``<name>-gateway``."""
+    from testcontainers.core.container import DockerContainer
+
+    from . import images
+    alias = f"{svc.name}-upstream"
+    yours = (DockerContainer(svc.image, env=image_env(svc), network=network, network_aliases=[alias])
+             .with_name(f"{prefix}-{alias}").with_kwargs(labels=labels))
+    yours.ports[svc.port] = ("127.0.0.1", None)   # docker-py: container port -> (host ip, any host port)
+    gateway = (DockerContainer(images.standins_image(), network=network, network_aliases=[service.name],
+                               env={**stand_in_env, **gateway_env(svc, f"http://{alias}:{svc.port}")})
+               .with_name(f"{prefix}-{svc.name}-gateway")
+               .with_command(gateway_argv(port=service.container_port))
+               .with_kwargs(labels=labels, entrypoint=["python3"]))
+    return {svc.name: yours, f"{svc.name}-gateway": gateway}
+
+
+class _ContainerProcess:
+    """What wait_healthy needs of a process (``poll``, ``returncode``), for a container."""
+
+    def __init__(self, container):
+        self.container, self.returncode = container, None
+
+    def poll(self) -> int | None:
+        self.container.reload()
+        if self.container.status in ("exited", "dead"):
+            self.returncode = self.container.attrs["State"]["ExitCode"]
+        return self.returncode
+
+
+def wait_healthy_container(svc: OwnService, container, log, timeout: float) -> None:
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    host_port = wrapped.attrs["NetworkSettings"]["Ports"][f"{svc.port}/tcp"][0]["HostPort"]
+    wait_healthy(svc, f"http://127.0.0.1:{host_port}", timeout, _ContainerProcess(wrapped), log)

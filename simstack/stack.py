@@ -75,10 +75,9 @@ class Stack:
         if unknown:
             raise ConfigError(f"no endpoint named {', '.join(sorted(unknown))}", "ports are for api, ws and auth")
         self.own = {s.name: s for s in own}   # services of yours replacing stand-ins (simstack.own)
-        if self.own and mode == "docker":
-            raise ConfigError("a service of your own (--api-url/--api-cmd, --auth-url/--auth-cmd) runs in local mode only",
-                              "use --mode local (or auto)")
-        self.mode, self.mode_note = ("local", None) if self.own else resolve_mode(mode)
+        from .own import mode_for
+        needed = mode_for(self.own.values(), mode)
+        self.mode, self.mode_note = (needed, None) if needed else resolve_mode(mode)
         self.profile = profile
         self.ports = dict(ports or {})
         self.toxiproxy_port = toxiproxy_port

@@ -23,7 +23,7 @@ import yaml
 from .own import SERVICES, OwnService
 from .shared.errors import ConfigError
 
-SERVICE_KEYS = ("url", "cmd", "health", "depends", "env")
+SERVICE_KEYS = ("url", "cmd", "image", "port", "health", "depends", "env")
 
 
 def load(path: str | Path) -> list[OwnService]:
@@ -46,7 +46,9 @@ def parse(data: Any, where: str) -> list[OwnService]:
     for name, spec in services.items():
         at = f"{where}: services.{name}"
         _mapping(spec, at, SERVICE_KEYS)
-        for key in ("url", "cmd", "health"):
+        if "port" in spec and (not isinstance(spec["port"], int) or isinstance(spec["port"], bool)):
+            raise ConfigError(f"{at}.port: {spec['port']!r} is not a port number", "e.g. port: 8000")
+        for key in ("url", "cmd", "image", "health"):
             if key in spec and not isinstance(spec[key], str):
                 raise ConfigError(f"{at}.{key}: {spec[key]!r} is not a string", f"e.g. {_EXAMPLES[key]}")
         depends, env = spec.get("depends") or {}, spec.get("env") or {}
@@ -55,7 +57,8 @@ def parse(data: Any, where: str) -> list[OwnService]:
                 raise ConfigError(f"{at}.{key}: {value!r} is not a mapping of names to strings",
                                   f"e.g. {key}: {{{_EXAMPLES[key]}}}")
         try:
-            out.append(OwnService(name, url=spec.get("url"), cmd=spec.get("cmd"), health=spec.get("health", "/health"),
+            out.append(OwnService(name, url=spec.get("url"), cmd=spec.get("cmd"), image=spec.get("image"),
+                                  port=spec.get("port", 8000), health=spec.get("health", "/health"),
                                   deps={str(k): str(v) for k, v in depends.items()},
                                   env={str(k): str(v) for k, v in env.items()}))
         except ConfigError as exc:
@@ -64,6 +67,7 @@ def parse(data: Any, where: str) -> list[OwnService]:
 
 
 _EXAMPLES = {"url": "url: http://127.0.0.1:9000", "cmd": "cmd: uvicorn myapp:app --port {port}",
+             "image": "image: myorg/backend:fix",
              "health": "health: /health", "depends": "redis: 127.0.0.1:6379", "env": "REDIS_URL: redis://{dep.redis}"}
 
 

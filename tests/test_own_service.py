@@ -169,3 +169,33 @@ def test_your_own_auth_service_sits_behind_the_gateway_with_auth_faults_and_the_
     assert forwarded.json()["path"] == "/echo" and overridden.status_code == 503
     assert stand_in.json()["service"] == "netra-ai-platform"
     assert [r["status"] for r in records if r["service"] == "auth" and r["path"] == "/echo"] == [200, 503]
+
+
+@pytest.mark.parametrize("own,mode,expected", [
+    ([OwnService("api", image="myorg/backend:fix")], "local", "--api-image myorg/backend:fix runs in docker mode"),
+    ([OwnService("api", image="b:1"), OwnService("auth", cmd="serve --port {port}")], "auto", "mix an image"),
+])
+def test_a_mode_that_cannot_run_the_service_is_a_usage_error(own, mode, expected):
+    with pytest.raises(ConfigError) as info:
+        Stack(mode=mode, own=own)
+    assert expected in str(info.value)
+
+
+def test_an_image_with_dependencies_is_refused_until_docker_mode_supports_them():
+    with pytest.raises(ConfigError) as info:
+        OwnService("api", image="myorg/backend:fix", deps={"redis": "127.0.0.1:6379"})
+    assert "dependencies of a containerised service are not supported yet" in str(info.value)
+
+
+def test_the_detached_up_gets_the_same_services_of_your_own(tmp_path):
+    from simstack import own
+    from simstack.cli import build_parser
+    stack_file = tmp_path / "simstack.yaml"
+    stack_file.write_text("services:\n  auth:\n    url: http://127.0.0.1:9001\n")
+    argv = ["up", "-f", str(stack_file), "--api-image", "myorg/backend:fix", "--api-image-port", "9000",
+            "--api-health", "/healthz", "--api-env", "A={port}"]
+    args = build_parser().parse_args(argv)
+    again = build_parser().parse_args(["up", *own.to_argv(args)])
+    assert own.from_args(again) == own.from_args(args)
+    assert [(s.name, s.image or s.url, s.port) for s in own.from_args(args)] == [
+        ("auth", "http://127.0.0.1:9001", 8000), ("api", "myorg/backend:fix", 9000)]

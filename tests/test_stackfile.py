@@ -23,7 +23,7 @@ def test_a_stack_file_describes_services_of_your_own():
 
 @pytest.mark.parametrize("data,expected", [
     ({"services": {"api": {"cmd": "x", "dependz": {}}}},
-     "simstack.yaml: services.api: unknown field 'dependz' (value {})\n  -> allowed fields: url, cmd, health, depends, env"),
+     "simstack.yaml: services.api: unknown field 'dependz' (value {})\n  -> allowed fields: url, cmd, image, port, health, depends, env"),
     ({"services": {"backend": {"url": "http://127.0.0.1:1"}}},
      "simstack.yaml: services: unknown field 'backend'"),
     ({"service": {}}, "simstack.yaml: unknown field 'service'"),

@@ -106,6 +106,17 @@ def image_problems(client: "docker.DockerClient") -> list[str]:
     return problems
 
 
+def check_own_image(client: "docker.DockerClient", svc) -> None:
+    """An image of yours must be in the local engine: simstack never pulls."""
+    import docker
+    try:
+        client.images.get(svc.image)
+    except docker.errors.ImageNotFound:
+        raise StartError(f"the image {svc.image} (--{svc.name}-image) is not in the local Docker engine",
+                         f"simstack never pulls: build it there (`docker build -t {svc.image} .`) or load it "
+                         "(`docker load -i FILE.tar`)") from None
+
+
 def _owner_alive(labels: dict[str, str]) -> bool:
     try:
         pid = int(labels.get(LABEL_OWNER_PID, ""))
@@ -139,6 +150,8 @@ class DockerLauncher:
         _configure_testcontainers()
         client = docker_client()
         try:
+            for svc in spec.own.values():
+                check_own_image(client, svc)
             problems = image_problems(client)
             if problems:
                 raise StartError("; ".join(problems),
@@ -154,7 +167,7 @@ class DockerLauncher:
                 check_free(spec.ports.get(p.name, 0), _port_option(p.name))
             self._start(spec)
             url = f"http://{LOOPBACK}:{self._host_ports[TOXIPROXY_API_PORT]}"
-            self._wait_ready(url)
+            self._wait_ready(url, spec)
         except BaseException:
             self.stop()
             raise
@@ -244,6 +257,11 @@ class DockerLauncher:
         self._network = network.create()
 
         for service in STANDINS:
+            if service.name in spec.own:   # a service of yours: its image, and the gateway in front of it
+                from ..own import docker_containers
+                self._containers.update(docker_containers(spec.own[service.name], service, spec.env, network,
+                                                          labels, prefix))
+                continue
             self._containers[service.name] = (
                 DockerContainer(images.standins_image(), env=dict(spec.env), network=network,
                                 network_aliases=[service.name])
@@ -271,7 +289,7 @@ class DockerLauncher:
             if bindings:
                 self._host_ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
 
-    def _wait_ready(self, url: str) -> None:
+    def _wait_ready(self, url: str, spec: LaunchSpec) -> None:
         """Poll until Toxiproxy's API answers and the stand-ins still run."""
         deadline = time.monotonic() + READY_TIMEOUT
         with httpx.Client(timeout=1.0, trust_env=False) as http:
@@ -291,6 +309,10 @@ class DockerLauncher:
             if container.status not in ("running", "created"):
                 raise StartError(f"the {service.name} stand-in exited at start ({container.status})",
                                  f"its log:\n{self.logs(service.name)[-2000:]}")
+            if service.name in spec.own:
+                from ..own import wait_healthy_container
+                wait_healthy_container(spec.own[service.name], self._containers[service.name],
+                                       lambda name=service.name: self.logs(name), spec.startup_timeout)
 
 
 def _proxy_spec(proxy: str):
