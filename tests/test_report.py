@@ -86,10 +86,14 @@ def pytest_session(tmp: Path, source: str, *args: str) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def repro_report(tmp_path_factory) -> tuple[Path, list[str]]:
-    path = tmp_path_factory.mktemp("repro") / "repro.html"
-    lines: list[str] = []
-    assert repro.run(profile="fast", html=path, out=lines.append) == 0, "\n".join(lines)
-    return path, lines
+    """`simstack repro 1011 --html` as a user runs it (a subprocess: the browser's event loop stays apart)."""
+    tmp = tmp_path_factory.mktemp("repro")
+    path = tmp / "repro.html"
+    proc = subprocess.run([sys.executable, "-m", "simstack.cli", "repro", "1011", "--profile", "fast", "--html", str(path)],
+                          env={**os.environ, "SIMSTACK_STATE_DIR": str(tmp / "state"), "NO_PROXY": "127.0.0.1,localhost,::1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return path, proc.stdout.splitlines()
 
 
 @pytest.fixture(scope="module")
