@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the CA bundle, the port and /etc/hosts lines for HOST, served by a stack "
                         "started with `simstack up --redirect HOST=SERVICE` (repeatable)")
 
-    c = cmd("logs", cmd_logs, "print a service's log (api, auth, toxiproxy)")
-    c.add_argument("service", choices=("api", "auth", "toxiproxy"))
+    c = cmd("logs", cmd_logs, "print a service's log (api, auth, toxiproxy; with a service of your own, "
+            "api is yours and api-gateway the gateway in front of it)")
+    c.add_argument("service", choices=("api", "auth", "toxiproxy", "api-gateway", "auth-gateway"))
     c.add_argument("--id")
 
     c = cmd("ws-mode", cmd_ws_mode, "switch the WebSocket behaviour of the running stack: healthy (no fault), "

@@ -318,7 +318,7 @@ def docker_containers(svc: OwnService, service, stand_in_env: dict, network, lab
     from . import images
     alias = f"{svc.name}-upstream"
     yours = (DockerContainer(svc.image, env=image_env(svc), network=network, network_aliases=[alias])
-             .with_name(f"{prefix}-{alias}").with_kwargs(labels=labels))
+             .with_name(f"{prefix}-{svc.name}").with_kwargs(labels=labels))   # `simstack logs api`, as in local mode
     yours.ports[svc.port] = ("127.0.0.1", None)   # docker-py: container port -> (host ip, any host port)
     gateway = (DockerContainer(images.standins_image(), network=network, network_aliases=[service.name],
                                env={**stand_in_env, **gateway_env(svc, f"http://{alias}:{svc.port}")})

@@ -199,3 +199,20 @@ def test_the_detached_up_gets_the_same_services_of_your_own(tmp_path):
     assert own.from_args(again) == own.from_args(args)
     assert [(s.name, s.image or s.url, s.port) for s in own.from_args(args)] == [
         ("auth", "http://127.0.0.1:9001", 8000), ("api", "myorg/backend:fix", 9000)]
+
+
+def test_simstack_logs_shows_your_service_and_its_gateway(tmp_path):
+    env = {**os.environ, "SIMSTACK_STATE_DIR": str(tmp_path), "NO_PROXY": "127.0.0.1,localhost"}
+    cmd = UPSTREAM_CMD.replace("--log-level warning", "--log-level info")
+    up = subprocess.run([sys.executable, "-m", "simstack.cli", "up", "--detach", "--profile", "fast", "--api-cmd", cmd],
+                        env=env, capture_output=True, text=True, timeout=60)
+    try:
+        assert up.returncode == 0, up.stderr
+        yours = subprocess.run([sys.executable, "-m", "simstack.cli", "logs", "api"], env=env, capture_output=True,
+                               text=True, timeout=30)
+        gateway = subprocess.run([sys.executable, "-m", "simstack.cli", "logs", "api-gateway"], env=env,
+                                 capture_output=True, text=True, timeout=30)
+    finally:
+        subprocess.run([sys.executable, "-m", "simstack.cli", "down"], env=env, capture_output=True, timeout=60)
+    assert "Uvicorn running" in yours.stdout or "Application startup complete" in yours.stdout
+    assert gateway.returncode == 0 and "Traceback" not in gateway.stdout

@@ -52,8 +52,7 @@ def _labelled(stack_id: str) -> list:
 async def test_an_image_of_yours_is_forwarded_with_edge_faults_and_removed_afterwards(upstream_image):
     token = mint("e2e-user-7")
     with Stack(mode="docker", profile="fast", own=[OwnService("api", image=upstream_image)]) as stack:
-        names = sorted(c.name.rsplit("-", 1)[-1] if not c.name.endswith("-gateway") else "gateway"
-                       for c in _labelled(stack.id))
+        names = sorted(c.name.removeprefix(f"simstack-{stack.id}-") for c in _labelled(stack.id))
         with http(stack.endpoints.api_url) as c:
             echoed = c.get("/echo?x=1").json()
         async with connect_ws(stack, token) as ws:
@@ -70,7 +69,7 @@ async def test_an_image_of_yours_is_forwarded_with_edge_faults_and_removed_after
             async with connect_ws(stack, token):
                 pass
         stack_id = stack.id
-    assert names == ["auth", "gateway", "toxiproxy", "upstream"]
+    assert names == ["api", "api-gateway", "auth", "toxiproxy"]     # api: your image
     assert (echoed["path"], echoed["query"]) == ("/echo", "x=1")
     assert hello["type"] == "hello" and hello["headers"]["authorization"] == f"Bearer {token}"
     assert (passed_close.rcvd.code, passed_close.rcvd.reason) == (4001, "bye")
