@@ -56,6 +56,10 @@ class OwnService:
                               f"{opt}-url http://127.0.0.1:9000 (already running), "
                               f"{opt}-cmd 'uvicorn myapp:app --port {{port}}' (simstack runs it) or "
                               f"{opt}-image myorg/backend:fix (docker mode)")
+        if self.url is not None and (self.deps or self.env):
+            raise ConfigError(f"{opt}-dep/{opt}-env with {opt}-url: a service already running cannot be handed "
+                              "the addresses of its dependencies' listeners",
+                              f"let simstack run it with {opt}-cmd, so its environment carries them")
         if self.image is not None and self.deps:
             raise ConfigError(f"{opt}-dep with {opt}-image: dependencies of a containerised service are not "
                               "supported yet", f"run it with {opt}-cmd (local mode) to put its dependencies "
@@ -106,7 +110,8 @@ class OwnService:
 
 
 def mode_for(services, mode: str) -> str | None:
-    """The mode services of your own need (None: any); ConfigError when ``mode`` cannot run them."""
+    """The mode services of your own need (None: any); ConfigError when ``mode`` cannot run them or
+    they contradict each other (one dependency name at two addresses)."""
     images = [s for s in services if s.image is not None]
     processes = [s for s in services if s.image is None]
     if images and processes:
@@ -115,6 +120,12 @@ def mode_for(services, mode: str) -> str | None:
     if processes and mode == "docker":
         raise ConfigError("a service of your own given by --api-url/--api-cmd (or --auth-…) runs in local mode only",
                           "use --mode local (or auto), or give it as an image (--api-image) for docker mode")
+    declared: dict[str, str] = {}
+    for svc in services:
+        for dep, address in svc.deps.items():
+            if declared.setdefault(dep, address) != address:
+                raise ConfigError(f"dependency {dep} is declared at {declared[dep]} and at {address}",
+                                  "give the two dependencies different names")
     if images and mode == "local":
         raise ConfigError(f"--{images[0].name}-image {images[0].image} runs in docker mode", "use --mode docker (or auto)")
     return "docker" if images else "local" if processes else None
@@ -267,17 +278,16 @@ def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout
     Returns service name -> the gateway's ``host:port``, the upstream of the service's proxies."""
     from .launchers.local import bind
     from .toxiproxy import Toxiproxy
-    upstreams = {}
+    upstreams, listeners = {}, {}     # dependency name -> its Toxiproxy listener
     toxi = Toxiproxy(toxiproxy_url)
     try:
         for svc in services.values():
-            if svc.image is not None:
-                raise ConfigError(f"--{svc.name}-image {svc.image} runs in docker mode", "add --mode docker")
             deps = {}
             for dep, address in svc.deps.items():
-                check_reachable(svc, dep, address)
-                created = toxi.create_proxy(f"{DEP_PREFIX}{dep}", "127.0.0.1:0", address)
-                deps[dep] = created["listen"]
+                if dep not in listeners:   # both services may declare one dependency: one listener
+                    check_reachable(svc, dep, address)
+                    listeners[dep] = toxi.create_proxy(f"{DEP_PREFIX}{dep}", "127.0.0.1:0", address)["listen"]
+                deps[dep] = listeners[dep]
             if svc.cmd is not None:
                 with bind(0, "") as s:
                     port = s.getsockname()[1]

@@ -216,3 +216,20 @@ def test_simstack_logs_shows_your_service_and_its_gateway(tmp_path):
         subprocess.run([sys.executable, "-m", "simstack.cli", "down"], env=env, capture_output=True, timeout=60)
     assert "Uvicorn running" in yours.stdout or "Application startup complete" in yours.stdout
     assert gateway.returncode == 0 and "Traceback" not in gateway.stdout
+
+
+def test_a_dependency_both_services_declare_gets_one_listener_and_a_clash_is_refused(echo_dependency):
+    svc = lambda name, addr: OwnService(name, cmd=UPSTREAM_CMD, deps={"echo": addr}, env={"DEP_ADDR": "{dep.echo}"})  # noqa: E731
+    with Stack(mode="local", profile="fast", own=[svc("api", echo_dependency), svc("auth", echo_dependency)]) as stack:
+        with http(stack.endpoints.api_url) as api, http(stack.endpoints.auth_url) as auth:
+            both = (api.get("/dep").json(), auth.get("/dep").json())
+    assert both == ({"ok": True}, {"ok": True})
+    with pytest.raises(ConfigError) as clash:         # refused before anything starts
+        Stack(mode="local", own=[svc("api", echo_dependency), svc("auth", "127.0.0.1:1")])
+    assert f"dependency echo is declared at {echo_dependency} and at 127.0.0.1:1" in str(clash.value)
+
+
+def test_a_running_service_cannot_be_given_dependencies_or_an_environment():
+    with pytest.raises(ConfigError) as info:
+        OwnService("api", url="http://127.0.0.1:9000", deps={"redis": "127.0.0.1:6379"})
+    assert "a service already running cannot be handed" in str(info.value)
