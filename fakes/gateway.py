@@ -44,6 +44,7 @@ from .common import HTTPFaults, is_e2e, json_error
 from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
 from .forward import HOP_BY_HOP, Upstream, UpstreamError
 from .lifecycle import Registry
+from .recorder import recording
 from .timing import PROFILES
 from .tokens import TokenError, decode
 from .ws import extract_token, offered_subprotocols
@@ -90,8 +91,8 @@ class Gateway:
         self.admin = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         self.admin.include_router(admin_router(self.book, self.timeline))
         self.admin.add_exception_handler(StarletteHTTPException, _json_http_error)
-        self.app = HTTPFaults(self._dispatch, book=self.book, timeline=self.timeline,
-                              profile=PROFILES["fast"], target=targets[0])
+        self.app = HTTPFaults(recording(self._dispatch, self.timeline, targets[0]), book=self.book,
+                              timeline=self.timeline, profile=PROFILES["fast"], target=targets[0])
 
     async def __call__(self, scope, receive, send):
         await self.app(scope, receive, send)

@@ -18,7 +18,7 @@ from .repro import REPROS
 from .resources import SCENARIOS_ENV
 from .stack import MODES, PROFILES, FaultControl, Stack
 from .terminal import fit
-from . import own, report, state
+from . import own, recording, report, state
 
 # `ws-mode healthy` is "no WebSocket fault at all". It was called `fixed`, which read like
 # `race_on_accept -p fixed=true` (the slow registration *with* the fix): that name stays as a
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve TLS for HOST (a throwaway CA) and pass it to SERVICE (api, ws, auth), for clients "
                         "outside pytest; see `simstack env --redirect` (repeatable)")
     own.add_options(c)
+    recording.add_replay_options(c)
+
+    c = cmd("record", cmd_record, "start a stack in front of real services and record what they answer")
+    c.add_argument("--api-url", required=True, help="the real api service, e.g. https://api.staging.example.com")
+    c.add_argument("--auth-url", help="the real auth service (default: the auth stand-in, not recorded)")
+    c.add_argument("--detach", action="store_true", help="return once healthy; `simstack down` stops the recording")
+    recording.add_record_options(c)
 
     c = cmd("down", cmd_down, "stop the running stack(s)")
     c.add_argument("--id", help="only this stack")
@@ -182,9 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stack_from(args) -> Stack:
     ports = {n: getattr(args, f"{n}_port") for n in ("api", "ws", "auth") if getattr(args, f"{n}_port", 0)}
+    extra = recording.stack_kwargs(args)
     return Stack(mode=args.mode, profile=args.profile, ports=ports, toxiproxy_port=args.toxiproxy_port,
                  auth_policy=args.auth_policy, bypass_key=args.bypass_key, jwt_secret=args.jwt_secret,
-                 own=own.from_args(args))
+                 own=own.from_args(args) + extra.pop("own", []), **extra)
 
 
 def _redirects(args) -> list:
@@ -198,6 +206,29 @@ def cmd_up(args) -> int:
         return _detach(args)
     stack = _stack_from(args)
     return serve(stack, args.scenario, announce=True, redirects=redirects)
+
+
+def cmd_record(args) -> int:
+    """`simstack up` with the real services as upstreams and a recording gateway in front of each."""
+    rec = recording.RecordOptions.prepare(args.out, args.redact_header, args.redact_key)
+    argv = ["up", "--api-url", args.api_url, "--record-out", rec.out]
+    if args.auth_url:
+        argv += ["--auth-url", args.auth_url]
+    for h in args.redact_header:
+        argv += ["--record-redact-header", h]
+    for k in args.redact_key:
+        argv += ["--record-redact-key", k]
+    up = build_parser().parse_args(argv + (["--detach"] if args.detach else []))
+    try:
+        code = cmd_up(up)
+    except BaseException:
+        print(rec.finish(), file=sys.stderr)
+        raise
+    if not args.detach:
+        print(rec.finish())
+    else:
+        print(f"Recording into {rec.out}; `simstack down` stops it.")
+    return code
 
 
 def serve(stack: Stack, scenario: str | None, announce: bool, redirects: list | None = None) -> int:
@@ -244,7 +275,7 @@ def _detach(args) -> int:
         argv += [f"--{n}-port", str(getattr(args, f"{n}_port"))]
     for spec in args.redirect:
         argv += ["--redirect", spec]
-    argv += own.to_argv(args)
+    argv += own.to_argv(args) + recording.to_argv(args)
     env = {k: v for k, v in os.environ.items() if k not in (ENV_CLI_BYPASS_KEY, ENV_CLI_JWT_SECRET)}
     env["SIMSTACK_UP_LOG"] = str(log)
     if args.bypass_key:   # secrets travel in the environment (owner-only), never on a command line

@@ -81,6 +81,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("simstack_file", "a stack file like --simstack-file (relative to the ini file)", default="")
     g.addoption("--simstack-report", metavar="PATH", dest="simstack_report",
                 help="write an HTML timeline of the session here: one entry per test, one lane per connection")
+    from .recording import add_pytest_options
+    add_pytest_options(g)
     parser.addini("simstack_env", "NAME=TEMPLATE lines exported like --simstack-env", type="linelist", default=[])
     parser.addini("simstack_override", "MODULE:OBJ.ATTR=TEMPLATE lines applied like --simstack-override",
                   type="linelist", default=[])
@@ -110,6 +112,7 @@ class Options:
     own: list = field(default_factory=list)         # simstack.own.OwnService, from the stack file
     no_traffic_ok: list[str] = field(default_factory=list)   # node id globs
     report: str | None = None
+    stack_kwargs: dict = field(default_factory=dict)   # recording / replay (simstack.recording)
 
     @property
     def enabled(self) -> bool:
@@ -173,6 +176,12 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
         opts.overrides.append(parse_override(spec, "--simstack-override"))
     opts.redirects = read_redirects(config, ns, opts.enabled)
     opts.own = read_stack_file(config, ns) if opts.enabled else []
+    if opts.mode != "off" and opts.attach is None:
+        from .recording import pytest_stack_kwargs
+        try:
+            opts.stack_kwargs = pytest_stack_kwargs(ns)
+        except SimstackError as exc:
+            raise _usage(exc.message, exc.hint) from None
     return opts
 
 
@@ -301,7 +310,9 @@ class SimstackSession:
     def _start_stack(self) -> None:
         from .stack import Stack
         try:
-            self.stack = Stack(mode=self.options.mode, profile=self.options.profile, own=self.options.own)
+            extra = dict(self.options.stack_kwargs)   # recording / replay
+            self.stack = Stack(mode=self.options.mode, profile=self.options.profile,
+                               own=self.options.own + extra.pop("own", []), **extra)
             self.note = self.stack.mode_note
             self.stack.start()
         except SimstackError as exc:

@@ -1,0 +1,299 @@
+"""Replay: a cassette (:mod:`simstack.cassette`) served as the api or auth upstream.
+
+simstack runs it like a service of yours, behind Toxiproxy and the gateway, so every fault still
+applies on top of what it answers.
+
+- HTTP: matched by method, path and query (``token`` and configured volatile names ignored); equal
+  requests get the recorded answers in turn; each answer keeps its recorded latency. An unmatched
+  request gets a JSON 404 naming the closest recorded request (``near_miss``).
+- WebSocket: the recorded welcome frames, then for each client frame the server frames that
+  followed the best-matching client frame in the recording (same ``type``, then the fewest
+  differing fields, volatile ones ignored), with the recorded gaps, and the recorded close.
+
+Configured by environment: ``SIMSTACK_REPLAY_DIR``, ``SIMSTACK_REPLAY_SERVICE`` (api or auth),
+``SIMSTACK_REPLAY_SPEED`` (1.0 = recorded timing; 0 = no waiting), ``SIMSTACK_REPLAY_IGNORE``
+(comma-separated query names and frame fields to ignore when matching).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import itertools
+import json
+import os
+from collections import defaultdict
+from urllib.parse import parse_qsl
+
+from simstack.cassette import Entry, body_bytes, body_text, load
+
+ENV_DIR = "SIMSTACK_REPLAY_DIR"
+ENV_SERVICE = "SIMSTACK_REPLAY_SERVICE"
+ENV_SPEED = "SIMSTACK_REPLAY_SPEED"
+ENV_IGNORE = "SIMSTACK_REPLAY_IGNORE"
+HEALTH_PATH = "/__simstack_replay/health"   # simstack's own readiness check; never a recorded path
+# Fields that differ between any two runs: never used to tell frames or queries apart.
+VOLATILE = frozenset({"token", "timestamp", "thread_id", "run_id", "message_id", "request_id", "id",
+                      "connection_id", "client_id", "jti", "iat", "exp"})
+NO_CLOSE = (1005, 1006, 1015)
+
+
+def _query_key(query: str, ignore: frozenset) -> tuple:
+    return tuple(sorted((k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ignore))
+
+
+def _leaves(value, prefix: str = "", ignore: frozenset = frozenset()) -> dict:
+    """JSON value -> {key path: leaf value}, without ignored keys."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k not in ignore:
+                out.update(_leaves(v, f"{prefix}.{k}" if prefix else k, ignore))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_leaves(v, f"{prefix}[{i}]", ignore))
+        return out
+    return {prefix: value}
+
+
+def frame_type(body: dict | None) -> str | None:
+    value = (body or {}).get("json")
+    return value.get("type") if isinstance(value, dict) and isinstance(value.get("type"), str) else None
+
+
+class Session:
+    """One recorded WebSocket session, split into what the server sent and when."""
+
+    def __init__(self, entry: Entry, ignore: frozenset):
+        d = entry.data
+        self.entry, self.data = entry, d
+        self.frames = d["frames"]
+        self.client = [i for i, f in enumerate(self.frames) if f["dir"] == "in"]
+        self.client_leaves = {i: _leaves((self.frames[i].get("json")), ignore=ignore) for i in self.client}
+        self.server_close = d.get("closed_by") == "server" and d.get("close_code") is not None
+        self.cut = d.get("closed_by") == "cut"
+
+    def answer_to(self, i: int | None) -> tuple[float, list[dict], bool]:
+        """(time of the client frame, server frames up to the next client frame, does the close follow)."""
+        start = 0 if i is None else i + 1
+        t0 = 0.0 if i is None else self.frames[i]["t_ms"]
+        out = []
+        for f in self.frames[start:]:
+            if f["dir"] == "in":
+                return t0, out, False
+            out.append(f)
+        return t0, out, self.server_close or self.cut
+
+
+class Replay:
+    def __init__(self, directory: str, service: str, speed: float = 1.0, ignore=()):
+        self.ignore = VOLATILE | frozenset(ignore)
+        self.speed = speed
+        entries = [e for e in load(directory) if e.data["service"] == service]
+        self.http: dict[tuple, list[Entry]] = defaultdict(list)
+        self.http_all = [e for e in entries if e.kind == "http" and not e.data.get("incomplete")]
+        for e in self.http_all:
+            d = e.data
+            self.http[(d["method"], d["path"], _query_key(d.get("query", ""), self.ignore))].append(e)
+        self.turn: dict[tuple, itertools.count] = defaultdict(itertools.count)
+        self.sessions = [Session(e, self.ignore) for e in entries if e.kind == "ws" and not e.data.get("incomplete")]
+        self.ws_turn: dict[str, itertools.count] = defaultdict(itertools.count)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "http":
+            return await self._http(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await self._ws(scope, receive, send)
+
+    async def _wait(self, ms: float | None) -> None:
+        if self.speed > 0 and ms and ms > 0:
+            await asyncio.sleep(ms / 1000 / self.speed)
+
+    # ------------------------------------------------------------------ HTTP
+    async def _http(self, scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        if scope["path"] == HEALTH_PATH:
+            return await _json(send, 200, {"status": "replaying"})
+        query = scope.get("query_string", b"").decode("latin-1")
+        key = (scope["method"], scope["path"], _query_key(query, self.ignore))
+        recorded = self.http.get(key)
+        if not recorded:
+            return await _json(send, 404, self._near_miss(scope["method"], scope["path"], query))
+        e = recorded[next(self.turn[key]) % len(recorded)]
+        d = e.data
+        await self._wait(d.get("latency_ms"))
+        body = body_bytes(d["response"].get("body"))
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in d["response"].get("headers", ())
+                   if k.lower() != "content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": d["status"], "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _near_miss(self, method: str, path: str, query: str) -> dict:
+        asked = f"{method} {path}" + (f"?{query}" if query else "")
+        body = {"detail": f"no recorded answer for {asked}", "error_code": "NOT_RECORDED"}
+        if self.http_all:
+            def score(e: Entry) -> float:
+                d = e.data
+                return ((d["method"] == method) + difflib.SequenceMatcher(None, d["path"], path).ratio()
+                        + 0.5 * difflib.SequenceMatcher(None, d.get("query", ""), query).ratio())
+            best = max(self.http_all, key=score).data
+            near = f"{best['method']} {best['path']}" + (f"?{best['query']}" if best.get("query") else "")
+            body["near_miss"] = {"request": near, "status": best["status"],
+                                 "where": max(self.http_all, key=score).where()}
+            body["detail"] += f"; closest recorded request: {near}"
+        return body
+
+    # ------------------------------------------------------------------ WebSocket
+    def _pick(self, path: str, query: str) -> Session | None:
+        same = [s for s in self.sessions if s.data["path"] == path]
+        if not same:
+            return None
+        qk = _query_key(query, self.ignore)
+        exact = [s for s in same if _query_key(s.data.get("query", ""), self.ignore) == qk] or same
+        return exact[next(self.ws_turn[path]) % len(exact)]
+
+    def _best(self, text: str | None, current: Session) -> tuple[Session, int] | None:
+        try:
+            value = json.loads(text) if text is not None else None
+        except (ValueError, RecursionError):
+            value = None
+        mtype = value.get("type") if isinstance(value, dict) else None
+        leaves = _leaves(value, ignore=self.ignore)
+        best, best_score = None, None
+        for order, s in enumerate([current] + [s for s in self.sessions if s is not current]):
+            for i in s.client:
+                theirs = s.client_leaves[i]
+                ftype = frame_type(s.frames[i])
+                diff = sum(1 for k in leaves.keys() | theirs.keys() if leaves.get(k, ...) != theirs.get(k, ...))
+                score = (ftype != mtype, diff, order > 0, i)
+                if best_score is None or score < best_score:
+                    best, best_score = (s, i), score
+        return best
+
+    async def _ws(self, scope, receive, send):
+        await receive()   # websocket.connect
+        query = scope.get("query_string", b"").decode("latin-1")
+        session = self._pick(scope["path"], query)
+        if session is None:
+            body = json.dumps({"detail": f"no recorded WebSocket session for {scope['path']}",
+                               "error_code": "NOT_RECORDED"}).encode()
+            await send({"type": "websocket.http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        d = session.data
+        if d["status"] != 101:   # a refused upgrade: its status and body
+            await self._wait(d.get("duration_ms"))
+            body = body_bytes((d.get("response") or {}).get("body"))
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                       for k, v in (d.get("response") or {}).get("headers", ()) if k.lower() != "content-length"]
+            await send({"type": "websocket.http.response.start", "status": d["status"],
+                        "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        offered = scope.get("subprotocols") or []
+        chosen = d.get("subprotocol") if d.get("subprotocol") in offered else None
+        await send({"type": "websocket.accept", "subprotocol": chosen})
+        done = asyncio.Event()
+        tasks: set[asyncio.Task] = set()
+
+        welcomed = asyncio.Event()   # answers never overtake the welcome (the server sent it first)
+
+        async def play(frames: list[dict], t0_ms: float, close: bool, s: Session, welcome: bool = False) -> None:
+            last = t0_ms
+            if not welcome:
+                await welcomed.wait()
+            for f in frames:
+                await self._wait(f["t_ms"] - last)
+                last = f["t_ms"]
+                payload = body_text(f)
+                await send({"type": "websocket.send", **({"bytes": payload} if isinstance(payload, bytes)
+                                                         else {"text": payload})})
+            if welcome:
+                welcomed.set()
+            if close and not done.is_set():
+                await self._wait(s.data.get("duration_ms", last) - last)
+                done.set()
+                if s.cut:
+                    raise _Cut()
+                code = s.data["close_code"]
+                await send({"type": "websocket.close", "code": code if code not in NO_CLOSE else 1000,
+                            "reason": s.data.get("close_reason") or ""})
+
+        def start(frames, t0, close, s, welcome=False) -> None:
+            task = asyncio.create_task(play(frames, t0, close, s, welcome))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or done.set())
+
+        t0, welcome, close = session.answer_to(None)
+        start(welcome, t0, close and not session.client, session, welcome=True)
+        waiter = asyncio.create_task(done.wait())
+        first = True
+        try:
+            while True:
+                getter = asyncio.create_task(receive())
+                finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in finished:
+                    getter.cancel()
+                    break
+                message = getter.result()
+                if message["type"] != "websocket.receive":
+                    return   # the client closed
+                match = self._best(message.get("text"), session)
+                if match is not None:
+                    s, i = match
+                    t_in, frames, close = s.answer_to(i)
+                    if first:   # the welcome already played: not again when the answer recorded it too
+                        frames, first = _without_welcome(frames, [frame_type(f) for f in welcome]), False
+                    start(frames, t_in, close, s)
+            # the recorded close was sent (or the connection is to be cut): wait for the player to finish
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            waiter.cancel()
+            for t in list(tasks):
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _without_welcome(frames: list[dict], welcome: list[str | None]) -> list[dict]:
+    """``frames`` without its leading welcome frames. When a client speaks before the server's welcome,
+    the recording has the welcome after the client's first frame, as part of what follows it."""
+    n = 0
+    while n < len(frames) and n < len(welcome) and frame_type(frames[n]) == welcome[n]:
+        n += 1
+    return frames[n:]
+
+
+class _Cut(Exception):
+    """The recording ended without a close frame: the handler returns and the connection is cut."""
+
+
+async def _json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def from_env() -> Replay:
+    """uvicorn factory: the replay configured by SIMSTACK_REPLAY_*."""
+    directory, service = os.environ.get(ENV_DIR), os.environ.get(ENV_SERVICE, "api")
+    if not directory:
+        raise SystemExit(f"{ENV_DIR} is not set; give it a cassette directory")
+    speed = float(os.environ.get(ENV_SPEED, "1.0"))
+    ignore = [n.strip() for n in os.environ.get(ENV_IGNORE, "").split(",") if n.strip()]
+    return Replay(directory, service, speed, ignore)

@@ -1,0 +1,286 @@
+"""Record a service while it answers, replay it when it is gone (issue 12).
+
+"Pretend staging" is a stand-in stack started on its own, playing the real deployment: simstack
+records it through the gateway (``--api-url``/``--auth-url``), then serves the cassette in its
+place. Real processes, real sockets, no mocks.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from simstack import cassette
+from simstack.own import OwnService
+from simstack.recording import RecordOptions, replay_services
+from simstack.shared.errors import SimstackError
+from simstack.stack import Stack
+
+TESTS = Path(__file__).resolve().parent
+EXAMPLE = TESTS / "example_suite"
+BASE = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
+TRAFFIC_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(passed|failed)\s+(\S+)\s*$")
+
+
+def recording_stack(staging: Stack, out: Path, **kw) -> Stack:
+    e = staging.endpoints
+    return Stack(mode="local", profile="fast", own=[OwnService("api", url=e.api_url), OwnService("auth", url=e.auth_url)],
+                 recording=RecordOptions.prepare(str(out), **kw))
+
+
+def traffic(stdout: list[str]) -> dict[str, tuple]:
+    """The plugin's per-test traffic rows: test -> (http, ws, events, closes, outcome)."""
+    rows = {}
+    for line in stdout:
+        m = TRAFFIC_ROW.match(line)
+        if m:
+            rows[m.group(7)] = (int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4), m.group(6))
+    return rows
+
+
+async def agent_run(ws_url: str, token: str, message: dict | None = None, timeout: float = 3.0):
+    """Frames the server sends after one start_agent, and the close code (None: still open)."""
+    frames = []
+    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}", "X-E2E-Test": "true"},
+                       open_timeout=5, close_timeout=2) as ws:
+        try:
+            await ws.send(json.dumps(message or {"type": "start_agent", "payload": {"user_request": "Analyze my AI costs"}}))
+            while not frames or frames[-1].get("type") not in ("agent_completed",):
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+        except ConnectionClosed as exc:
+            return frames, exc.rcvd.code if exc.rcvd else 1006, exc.rcvd.reason if exc.rcvd else None
+        except asyncio.TimeoutError:
+            return frames, None, None
+    return frames, 1000, ""
+
+
+# ---------------------------------------------------------------- record, then replay a suite
+
+@pytest.fixture
+def pretend_staging():
+    """Started before ``pytester`` (which forgets modules imported during a test, and a stack started
+    inside one would leave httpx with a second copy of httpcore for every later test)."""
+    with Stack(mode="local", profile="staging") as staging:
+        yield staging
+
+
+def test_a_suite_recorded_against_pretend_staging_passes_against_the_replay_with_the_same_traffic(
+        pretend_staging, pytester):
+    shutil.copytree(EXAMPLE, pytester.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    out = pytester.path / "cassette"   # kept with the suite, as a team would commit it
+    e = pretend_staging.endpoints
+    recorded = pytester.runpytest_subprocess(
+        *BASE, "--simstack=local", "--simstack-record", str(out), "--simstack-record-api", e.api_url,
+        "--simstack-record-auth", e.auth_url, "--simstack-require-traffic", timeout=180)
+    pretend_staging.stop()
+    recorded.assert_outcomes(passed=2)
+    names = sorted(p.name for p in out.iterdir())
+    # the conftest's import-time health probe (before any test), simstack's token, one file per test
+    assert names == ["session.jsonl", "simstack.jsonl", "test_staging.py_test_agent_run_reports_all_events.jsonl",
+                     "test_staging.py_test_health.jsonl"], names
+    # pretend staging is gone now: the suite runs against the cassette alone
+    replayed = pytester.runpytest_subprocess(*BASE, "--simstack=local", "--simstack-replay", str(out),
+                                             "--simstack-require-traffic", timeout=180)
+    replayed.assert_outcomes(passed=2)
+    before, after = traffic(recorded.outlines), traffic(replayed.outlines)
+    assert set(before) == {"test_staging.py::test_health", "test_staging.py::test_agent_run_reports_all_events"}
+    assert after == before, (before, after)
+    assert before["test_staging.py::test_agent_run_reports_all_events"][:3] == (0, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def staging():
+    """Pretend staging for the tests below (fast profile), healthy at the start of each."""
+    with Stack(mode="local", profile="fast") as s:
+        yield s
+
+
+def test_the_staging_1011_recorded_replays_as_a_1011_with_no_frame_before_it(staging, tmp_path):
+    out = tmp_path / "cassette"
+    staging.faults.add("race_on_accept", "ws", register_delay_ms=500, fixed=False)   # scenario repro-1011
+    try:
+        with recording_stack(staging, out) as rec:
+            frames, code, reason = asyncio.run(agent_run(rec.endpoints.ws_url, rec.token()))
+    finally:
+        staging.faults.reset()
+    assert (frames, code, reason) == ([], 1011, "Internal error")
+    [ws] = [e.data for e in cassette.load(out) if e.kind == "ws"]
+    assert (ws["status"], ws["closed_by"], ws["close_code"]) == (101, "server", 1011)
+    assert not [f for f in ws["frames"] if f["dir"] == "out"]
+    with Stack(mode="local", profile="fast", own=replay_services(str(out))) as replay:
+        frames, code, reason = asyncio.run(agent_run(replay.endpoints.ws_url, replay.token()))
+    assert (frames, code, reason) == ([], 1011, "Internal error")
+
+
+@pytest.fixture(scope="module")
+def replay_of_a_run(staging, tmp_path_factory):
+    """A cassette of one health check, one unknown path, one agent run and one unknown agent; its replay."""
+    out = tmp_path_factory.mktemp("replay") / "cassette"
+    with recording_stack(staging, out) as rec:
+        token = rec.token()
+        with httpx.Client(trust_env=False) as http:
+            assert http.get(f"{rec.endpoints.api_url}/health").status_code == 200
+            assert http.get(f"{rec.endpoints.api_url}/api/nonexistent").status_code == 404
+        asyncio.run(agent_run(rec.endpoints.ws_url, token))
+        asyncio.run(agent_run(rec.endpoints.ws_url, token, {"type": "start_agent", "payload": {
+            "user_request": "x", "agent_type": "nonexistent_agent"}}))
+    with Stack(mode="local", profile="fast", own=replay_services(str(out))) as replay:
+        yield replay, out
+
+
+def test_replay_answers_recorded_http_and_names_the_near_miss(replay_of_a_run):
+    replay, _ = replay_of_a_run
+    with httpx.Client(base_url=replay.endpoints.api_url, trust_env=False) as http:
+        health = http.get("/health")
+        assert health.status_code == 200 and health.json()["service"] == "netra-ai-platform"
+        assert http.get("/api/nonexistent").json()["error_code"] == "NOT_FOUND"
+        miss = http.get("/healthz")
+    assert miss.status_code == 404
+    assert miss.json()["error_code"] == "NOT_RECORDED"
+    assert miss.json()["near_miss"]["request"] == "GET /health"
+    assert "closest recorded request: GET /health" in miss.json()["detail"]
+
+
+def test_replay_answers_each_client_frame_like_the_recording_did(replay_of_a_run):
+    replay, _ = replay_of_a_run
+    token = replay.token()
+    frames, code, _ = asyncio.run(agent_run(replay.endpoints.ws_url, token))
+    types = [f["type"] for f in frames]
+    assert types == ["handshake_validation", "ping", "system_message",   # once, whichever session welcomed it
+                     "agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+    assert code == 1000   # the client closed, as it did when recording
+    frames, code, reason = asyncio.run(agent_run(replay.endpoints.ws_url, token, {
+        "type": "start_agent", "payload": {"user_request": "y", "agent_type": "nonexistent_agent"}}))
+    assert [f["type"] for f in frames if f["type"] == "error"] == ["error"]
+    assert "nonexistent_agent" in [f for f in frames if f["type"] == "error"][0]["message"]
+    assert code == 1008
+
+
+def test_faults_still_apply_on_top_of_a_replay(replay_of_a_run):
+    replay, _ = replay_of_a_run
+    replay.faults.add("close_after_accept", "ws")
+    try:
+        frames, code, reason = asyncio.run(agent_run(replay.endpoints.ws_url, replay.token()))
+    finally:
+        replay.faults.reset()
+    assert (frames, code, reason) == ([], 1011, "Internal error")
+    replay.faults.add("cold_start", "api")
+    try:
+        r = httpx.get(f"{replay.endpoints.api_url}/health", trust_env=False)
+    finally:
+        replay.faults.reset()
+    assert r.status_code == 503
+
+
+# ---------------------------------------------------------------- redaction
+
+def test_no_secret_used_while_recording_appears_in_the_cassette(staging, tmp_path):
+    out = tmp_path / "cassette"
+    cookie, custom, bypass, key_value = ("cookie-secret-4242xyz", "custom-header-secret-77", "bypass-key-secret-99",
+                                         "json-key-secret-1234")
+    with recording_stack(staging, out, redact_headers=["X-Team-Key"], redact_keys=["team_secret"]) as rec:
+        token = rec.token()
+        other = rec.token("someone-else@staging.netra.test")
+        with httpx.Client(trust_env=False) as http:
+            http.get(f"{rec.endpoints.api_url}/health", params={"token": token},
+                     headers={"Authorization": f"Bearer {token}", "Cookie": f"session={cookie}", "X-Team-Key": custom})
+            http.post(f"{rec.endpoints.auth_url}/auth/e2e/test-auth", headers={"X-E2E-Bypass-Key": bypass},
+                      json={"email": "a@b.test", "name": "A", "permissions": [], "team_secret": key_value})
+            http.post(f"{rec.endpoints.auth_url}/auth/validate", json={"token": other})
+
+        async def ws() -> None:
+            async with connect(f"{rec.endpoints.ws_url}?token={token}", subprotocols=[f"jwt.{b64(other)}"],
+                               additional_headers={"Authorization": f"Bearer {token}", "X-E2E-Test": "true"},
+                               open_timeout=5) as w:
+                await w.send(json.dumps({"type": "user_message", "content": f"my token is {other}"}))
+                await asyncio.wait_for(w.recv(), 3)
+        asyncio.run(ws())
+    text = "\n".join(p.read_text() for p in out.iterdir())
+    secrets = [token, other, *(t.rsplit(".", 1)[1] for t in (token, other)), b64(token), b64(other),
+               cookie, custom, bypass, key_value]
+    assert [s for s in secrets if s in text] == []
+    assert cassette.REDACTED_SIGNATURE in text and "session=<redacted>" in text and "jwt." in text
+
+
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+# ---------------------------------------------------------------- bad input
+
+def _cassette(tmp_path: Path, lines: list[str], name: str = "t.jsonl") -> Path:
+    d = tmp_path / "bad"
+    d.mkdir(exist_ok=True)
+    (d / name).write_text("".join(line + "\n" for line in lines))
+    return d
+
+
+HEADER = json.dumps({"simstack_cassette": 1, "label": "t"})
+HTTP = json.dumps({"kind": "http", "service": "api", "method": "GET", "path": "/health", "query": "", "status": 200,
+                   "request": {"headers": [], "body": None}, "response": {"headers": [], "body": {"json": {}}},
+                   "latency_ms": 1})
+
+
+def test_a_truncated_line_is_reported_with_its_file_and_line(tmp_path):
+    d = _cassette(tmp_path, [HEADER, HTTP, HTTP[:40]])
+    with pytest.raises(cassette.CassetteError, match=r"t\.jsonl:3: not a JSON line"):
+        cassette.load(d)
+
+
+def test_another_format_version_is_refused(tmp_path):
+    d = _cassette(tmp_path, [json.dumps({"simstack_cassette": 2}), HTTP])
+    with pytest.raises(cassette.CassetteError, match=r"t\.jsonl:1: cassette format version 2, this simstack reads version 1"):
+        cassette.load(d)
+
+
+def test_an_empty_cassette_is_refused_before_anything_starts(tmp_path):
+    d = _cassette(tmp_path, [HEADER])
+    with pytest.raises(SimstackError, match="is empty: 1 file"):
+        replay_services(str(d))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(SimstackError, match="is empty: no .jsonl file"):
+        replay_services(str(tmp_path / "none"))
+
+
+def _cli(*args, env_dir: Path) -> subprocess.CompletedProcess:
+    import os
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost,::1"}
+    return subprocess.run([sys.executable, "-m", "simstack.cli", *args], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=env_dir)
+
+
+def test_cli_bad_cassettes_get_one_line_with_file_and_line(tmp_path):
+    d = _cassette(tmp_path, [HEADER, "{\"kind\": \"http\", \"service\": \"api\""])
+    r = _cli("up", "--replay", str(d), env_dir=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "t.jsonl:2: not a JSON line" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_record_from_a_target_that_refuses_says_which_and_writes_nothing(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # nothing listens here
+    out = tmp_path / "cassette"
+    r = _cli("record", "--api-url", f"http://127.0.0.1:{port}", "--out", str(out), env_dir=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"http://127.0.0.1:{port}/health" in r.stderr and "ConnectError" in r.stderr
+    assert "nothing was recorded" in r.stderr
+    assert not out.exists()
+
+
+def test_record_refuses_a_directory_holding_a_cassette(tmp_path):
+    d = _cassette(tmp_path, [HEADER, HTTP])
+    r = _cli("record", "--api-url", "http://127.0.0.1:9", "--out", str(d), env_dir=tmp_path)
+    assert r.returncode == 2 and "already holds a cassette (1 file(s), e.g. t.jsonl)" in r.stderr
+    assert (d / "t.jsonl").read_text().count("\n") == 2
