@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--detach", action="store_true", help="return once healthy; `simstack down` stops the recording")
     recording.add_record_options(c)
 
+    c = cmd("drift", cmd_drift, "replay a cassette's requests against a target and list where its answers differ")
+    from .drift import add_arguments as drift_arguments
+    drift_arguments(c)
+
     c = cmd("down", cmd_down, "stop the running stack(s)")
     c.add_argument("--id", help="only this stack")
 
@@ -548,6 +552,11 @@ def cmd_watch(args) -> int:
     from .timeline import follow
     follow(_control(args), once=args.once)
     return 0
+
+
+def cmd_drift(args) -> int:
+    from .drift import run
+    return run(args)
 
 
 def cmd_e2e(args) -> int:

@@ -284,3 +284,84 @@ def test_record_refuses_a_directory_holding_a_cassette(tmp_path):
     r = _cli("record", "--api-url", "http://127.0.0.1:9", "--out", str(d), env_dir=tmp_path)
     assert r.returncode == 2 and "already holds a cassette (1 file(s), e.g. t.jsonl)" in r.stderr
     assert (d / "t.jsonl").read_text().count("\n") == 2
+
+
+# ---------------------------------------------------------------- drift
+
+def _target(stack: Stack):
+    from simstack.drift import Target
+    e = stack.endpoints
+    return Target(e.api_url, e.ws_url.rsplit("/ws", 1)[0], e.auth_url, stack.token())
+
+
+def _edited(src: Path, dst: Path, edit) -> Path:
+    """A copy of the cassette with ``edit(entry_dict)`` applied to every entry line."""
+    dst.mkdir()
+    for p in src.iterdir():
+        lines = p.read_text().splitlines()
+        entries = [json.loads(line) for line in lines[1:]]
+        for d in entries:
+            edit(d)
+        out = [lines[0]] + [json.dumps(d) for d in entries]
+        (dst / p.name).write_text("\n".join(out) + "\n")
+    return dst
+
+
+def test_drift_finds_nothing_against_the_stack_that_produced_the_cassette(staging, replay_of_a_run):
+    from simstack.drift import drift
+    rows, notes, checked = drift(str(replay_of_a_run[1]), _target(staging))
+    assert (rows, notes) == ([], []) and checked == 5   # the session token, 2 HTTP requests, 2 WebSockets
+
+
+def _rename_status(d):
+    if d["kind"] == "http" and d["path"] == "/health":
+        body = d["response"]["body"]["json"]
+        body["state"] = body.pop("status")
+
+
+def _not_found_was_410(d):
+    if d["kind"] == "http" and d["path"] == "/api/nonexistent":
+        d["status"] = 410
+
+
+def _lose_tool_completed(d):
+    if d["kind"] == "ws":
+        d["frames"] = [f for f in d["frames"] if (f.get("json") or {}).get("type") != "tool_completed"]
+
+
+def _unknown_agent_closed_1011(d):
+    if d["kind"] == "ws" and d["close_code"] == 1008:
+        d["close_code"] = 1011
+
+
+@pytest.mark.parametrize("edit, field, recorded, served", [
+    (_rename_status, "body.state", "string", "missing"),
+    (_not_found_was_410, "status", "410", "404"),
+    (_lose_tool_completed, "frames", "handshake_validation ping system_message agent_started agent_thinking "
+                                     "tool_executing agent_completed", "handshake_validation ping system_message "
+                                     "agent_started agent_thinking tool_executing tool_completed agent_completed"),
+    (_unknown_agent_closed_1011, "close", "server 1011", "server 1008"),
+], ids=["renamed-json-field", "changed-status", "missing-agent-event", "changed-close-code"])
+def test_drift_reports_what_was_edited_into_the_cassette(staging, replay_of_a_run, tmp_path, edit, field,
+                                                         recorded, served):
+    from simstack.drift import drift
+    rows, _, _ = drift(str(_edited(replay_of_a_run[1], tmp_path / "edited", edit)), _target(staging))
+    found = [(r.field, r.recorded, r.served) for r in rows]
+    assert (field, recorded, served) in found, found
+    if edit is _rename_status:
+        assert ("body.status", "missing", "string") in found and len(found) == 2
+    else:
+        assert len(found) == 1, found
+
+
+def test_drift_cli_prints_one_row_per_difference_and_exits_non_zero(staging, replay_of_a_run, tmp_path):
+    edited = _edited(replay_of_a_run[1], tmp_path / "edited", _not_found_was_410)
+    e = staging.endpoints
+    r = _cli("drift", str(edited), "--against", e.api_url, "--auth-url", e.auth_url, "--json", env_dir=tmp_path)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert [(d["field"], d["recorded"], d["served"]) for d in report["drift"]] == [("status", "410", "404")]
+    assert report["drift"][0]["where"].endswith("GET /api/nonexistent")
+    r = _cli("drift", str(replay_of_a_run[1]), "--against", "stand-ins", env_dir=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no drift: 5 recorded exchange(s) answered alike by stand-ins" in r.stdout
