@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from simstack.stack import Stack
 TESTS = Path(__file__).resolve().parent
 EXAMPLE = TESTS / "example_suite"
 BASE = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
-TRAFFIC_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(passed|failed)\s+(\S+)\s*$")
 
 
 def recording_stack(staging: Stack, out: Path, **kw) -> Stack:
@@ -38,14 +36,17 @@ def recording_stack(staging: Stack, out: Path, **kw) -> Stack:
                  recording=RecordOptions.prepare(str(out), **kw))
 
 
-def traffic(stdout: list[str]) -> dict[str, tuple]:
-    """The plugin's per-test traffic rows: test -> (http, ws, events, closes, outcome)."""
-    rows = {}
-    for line in stdout:
-        m = TRAFFIC_ROW.match(line)
-        if m:
-            rows[m.group(7)] = (int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4), m.group(6))
-    return rows
+def traffic(junit: Path) -> dict[str, dict]:
+    """The plugin's per-test traffic (the ``simstack_traffic`` property of each test in the JUnit XML)."""
+    import xml.etree.ElementTree as ET
+    out = {}
+    for case in ET.parse(junit).iter("testcase"):
+        for prop in case.iter("property"):
+            if prop.get("name") == "simstack_traffic":
+                t = json.loads(prop.get("value"))
+                out[case.get("name")] = {k: t[k] for k in ("http", "ws", "events", "ws_accepted", "ws_silent",
+                                                           "ws_refused", "closes")}
+    return out
 
 
 async def agent_run(ws_url: str, token: str, message: dict | None = None, timeout: float = 3.0):
@@ -81,7 +82,7 @@ def test_a_suite_recorded_against_pretend_staging_passes_against_the_replay_with
     e = pretend_staging.endpoints
     recorded = pytester.runpytest_subprocess(
         *BASE, "--simstack=local", "--simstack-record", str(out), "--simstack-record-api", e.api_url,
-        "--simstack-record-auth", e.auth_url, "--simstack-require-traffic", timeout=180)
+        "--simstack-record-auth", e.auth_url, "--simstack-require-traffic", "--junitxml=recorded.xml", timeout=180)
     pretend_staging.stop()
     recorded.assert_outcomes(passed=2)
     names = sorted(p.name for p in out.iterdir())
@@ -90,12 +91,13 @@ def test_a_suite_recorded_against_pretend_staging_passes_against_the_replay_with
                      "test_staging.py_test_health.jsonl"], names
     # pretend staging is gone now: the suite runs against the cassette alone
     replayed = pytester.runpytest_subprocess(*BASE, "--simstack=local", "--simstack-replay", str(out),
-                                             "--simstack-require-traffic", timeout=180)
+                                             "--simstack-require-traffic", "--junitxml=replayed.xml", timeout=180)
     replayed.assert_outcomes(passed=2)
-    before, after = traffic(recorded.outlines), traffic(replayed.outlines)
-    assert set(before) == {"test_staging.py::test_health", "test_staging.py::test_agent_run_reports_all_events"}
+    before, after = traffic(pytester.path / "recorded.xml"), traffic(pytester.path / "replayed.xml")
+    assert set(before) == {"test_health", "test_agent_run_reports_all_events"}
     assert after == before, (before, after)
-    assert before["test_staging.py::test_agent_run_reports_all_events"][:3] == (0, 1, 5)
+    assert before["test_agent_run_reports_all_events"] == {"http": 0, "ws": 1, "events": 5, "ws_accepted": 1,
+                                                           "ws_silent": 0, "ws_refused": 0, "closes": [1000]}
 
 
 @pytest.fixture(scope="module")
