@@ -102,15 +102,7 @@ class Replay:
         self.ws_turn: dict[str, itertools.count] = defaultdict(itertools.count)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] == "http":
+        if scope["type"] == "http":   # (served with --lifespan off: nothing to start or stop)
             return await self._http(scope, receive, send)
         if scope["type"] == "websocket":
             return await self._ws(scope, receive, send)

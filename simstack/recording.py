@@ -71,7 +71,7 @@ def replay_services(directory: str, speed: float = 1.0, ignore=()) -> list[OwnSe
         if not any(e.data["service"] == name for e in entries):
             continue
         cmd = " ".join([sys.executable, "-m", "simstack.fakes.serve", REPLAY_APP, "--factory", "--port", "{port}",
-                        "--log-level", "warning", "--no-access-log", *PROTOCOLS])
+                        "--log-level", "warning", "--no-access-log", "--lifespan", "off", *PROTOCOLS])
         env = {ENV_DIR: _literal(path), ENV_SERVICE: name, ENV_SPEED: str(speed), ENV_IGNORE: _literal(",".join(ignore))}
         out.append(OwnService(name, cmd=cmd, health=HEALTH_PATH, env=env))
     return out
