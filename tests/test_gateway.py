@@ -90,6 +90,15 @@ async def test_websocket_headers_subprotocols_frames_and_close_pass_through(stac
     assert (exc.rcvd.code, exc.rcvd.reason) == (4001, "upstream says bye")
 
 
+async def test_binary_frames_pass_both_ways_unchanged(stack, token):
+    payload = bytes(range(256)) * 40
+    async with connect_ws(stack, token) as ws:
+        await hello(ws)
+        await ws.send(payload)
+        echoed = await asyncio.wait_for(ws.recv(), 2)
+    assert echoed == payload
+
+
 async def test_no_subprotocol_is_echoed_when_the_upstream_selects_none(stack, token):
     async with connect_ws(stack, token, subprotocols=["jwt.abc"]) as ws:
         assert ws.subprotocol is None
