@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from simstack.shared.constants import NO_PROXY
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CORES_NOTE = ("client and server processes share the machine's cores; every load generator runs on "
                      "the same cores as the stack it measures")
@@ -104,8 +106,8 @@ def machine() -> dict:
 
 def run(names: list[str], ctx: Context, out: Path) -> dict:
     raise_nofile()
-    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
-    os.environ.setdefault("no_proxy", "127.0.0.1,localhost,::1")
+    os.environ.setdefault("NO_PROXY", NO_PROXY)
+    os.environ.setdefault("no_proxy", NO_PROXY)
     previous = _load(out)
     results = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "command": "python -m bench " + " ".join(sys.argv[1:]), "quick": ctx.quick,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
+from simstack.shared.constants import AGENT_EVENTS
+
 KNOWN_AGENTS = ("supervisor_agent", "unified_data_agent", "optimization_agent")
 DEFAULT_AGENT = "supervisor_agent"
-EVENTS = ("agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed")
+EVENTS = AGENT_EVENTS
 
 TOOLS = {
     "supervisor_agent": "workload_analyzer",

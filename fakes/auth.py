@@ -1,6 +1,6 @@
 """The ``auth`` stand-in (CONTRACT §3): e2e test tokens, validation and health.
 
-Serve with ``python -m uvicorn fakes.auth:app``.
+Serve with ``python -m uvicorn simstack.fakes.auth:app``.
 """
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ import uuid
 from fastapi import Header, HTTPException, Request
 from pydantic import BaseModel, Field, ValidationError
 
-from simstack.shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
+from simstack.shared.constants import DEFAULT_EMAIL, DEV_JWT_SECRET, ENV_BYPASS_KEY, ENV_JWT_SECRET
 
 from . import strictjson, tokens
 from .common import create_app
 
 app = create_app("auth", targets=("auth",))
-SECRET = os.environ.get(ENV_JWT_SECRET, "simstack-dev-secret").split(",")[0]
+SECRET = os.environ.get(ENV_JWT_SECRET, DEV_JWT_SECRET).split(",")[0]
 
 
 class TestAuthRequest(BaseModel):
-    email: str = "e2e-user@staging.netra.test"
+    email: str = DEFAULT_EMAIL
     name: str = "E2E Test User"
     permissions: list[str] = Field(default_factory=lambda: ["read", "write"])
 

@@ -12,13 +12,13 @@ from fastapi import APIRouter, Header, HTTPException, Request
 
 from simstack.shared.errors import ConfigError
 from simstack.shared.faults import PROTOCOL, Fault
-from simstack.shared.constants import ENV_ADMIN_KEY, INTERNAL_LABEL
+from simstack.shared.constants import ADMIN_HEADER, ADMIN_PREFIX, ENV_ADMIN_KEY, INTERNAL_LABEL
+from simstack.shared.constants import INTERNAL_HEADER as INTERNAL
 from simstack.shared.triggers import Candidate, TriggerState
 
 from . import strictjson
 
-ADMIN_PREFIX = "/__simstack"
-INTERNAL_HEADER = b"x-simstack-internal"   # on simstack's own requests (e.g. the token it mints for a session)
+INTERNAL_HEADER = INTERNAL.lower().encode()   # on simstack's own requests (e.g. the token it mints for a session)
 FRAME_LOG_LIMIT = 500      # frames with time and preview kept per connection; types are always all kept
 FRAME_PREVIEW_CHARS = 240
 
@@ -150,9 +150,9 @@ def admin_router(book: FaultBook, timeline: Timeline) -> APIRouter:
     """Admin calls must carry the stack's key (X-Simstack-Admin) when one is configured."""
     key = os.environ.get(ENV_ADMIN_KEY, "")
 
-    async def guard(x_simstack_admin: str | None = Header(default=None)) -> None:
+    async def guard(x_simstack_admin: str | None = Header(default=None, alias=ADMIN_HEADER)) -> None:
         if key and x_simstack_admin != key:
-            raise HTTPException(403, detail={"message": "missing or wrong X-Simstack-Admin key",
+            raise HTTPException(403, detail={"message": f"missing or wrong {ADMIN_HEADER} key",
                                              "error_code": "ADMIN_FORBIDDEN"})
 
     from fastapi import Depends

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simstack.shared.faults import AGENT_EVENTS
+from simstack.shared.constants import AGENT_EVENTS
 from simstack.shared.triggers import Candidate
 
 from .control import FaultBook, Record

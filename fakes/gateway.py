@@ -52,7 +52,7 @@ except ModuleNotFoundError as exc:   # the stand-ins image (the gateway in docke
 
     def recording(app, timeline, service):
         return app
-from .timing import PROFILES
+from .timing import TIMINGS
 from .tokens import TokenError, decode
 from .ws import extract_token, offered_subprotocols
 
@@ -99,7 +99,7 @@ class Gateway:
         self.admin.include_router(admin_router(self.book, self.timeline))
         self.admin.add_exception_handler(StarletteHTTPException, _json_http_error)
         self.app = HTTPFaults(recording(self._dispatch, self.timeline, targets[0]), book=self.book,
-                              timeline=self.timeline, profile=PROFILES["fast"], target=targets[0])
+                              timeline=self.timeline, profile=TIMINGS["fast"], target=targets[0])
 
     async def __call__(self, scope, receive, send):
         await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from websockets.frames import CloseCode
 
-from simstack.shared.constants import ENV_AUTH_POLICY, ENV_JWT_SECRET
+from simstack.shared.constants import DEV_JWT_SECRET, ENV_AUTH_POLICY, ENV_JWT_SECRET
 from simstack.shared.triggers import Candidate
 
 from . import agent, strictjson
@@ -37,7 +37,7 @@ CHAT_TYPES = ("user_message", "chat", "message")
 
 
 def policy_from_env() -> Policy:
-    secrets = tuple(s for s in os.environ.get(ENV_JWT_SECRET, "simstack-dev-secret").split(",") if s)
+    secrets = tuple(s for s in os.environ.get(ENV_JWT_SECRET, DEV_JWT_SECRET).split(",") if s)
     return Policy(os.environ.get(ENV_AUTH_POLICY, "lenient"), secrets)
 
 

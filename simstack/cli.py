@@ -12,11 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from .shared.errors import NotRunning, SimstackError
-from .shared.faults import KINDS, Fault
 from .repro import REPROS
 from .resources import SCENARIOS_ENV
-from .stack import MODES, PROFILES, FaultControl, Stack
+from .services import TOXIPROXY_PORT_OPTION, port_option
+from .shared.constants import DEFAULT_EMAIL, MODES, NO_PROXY, PROFILES
+from .shared.errors import NotRunning, SimstackError
+from .shared.faults import KINDS, Fault
+from .stack import FaultControl, Stack
 from .terminal import fit
 from . import own, recording, report, state
 
@@ -82,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"HS256 secret the stand-ins sign and verify with (prefer ${ENV_CLI_JWT_SECRET}); default: "
                         "random per stack in strict mode, the public simstack-dev-secret in lenient mode")
     for name in ("api", "ws", "auth"):
-        c.add_argument(f"--{name}-port", type=int, default=0, help=f"host port of the {name} endpoint (0: any free)")
-    c.add_argument("--toxiproxy-port", type=int, default=0, help="host port of Toxiproxy's API (0: any free)")
+        c.add_argument(port_option(name), type=int, default=0, help=f"host port of the {name} endpoint (0: any free)")
+    c.add_argument(TOXIPROXY_PORT_OPTION, type=int, default=0, help="host port of Toxiproxy's API (0: any free)")
     c.add_argument("--redirect", metavar="HOST=SERVICE", action="append", default=[],
                    help="serve TLS for HOST (a throwaway CA) and pass it to SERVICE (api, ws, auth), for clients "
                         "outside pytest; see `simstack env --redirect` (repeatable)")
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = cmd("env", cmd_env, "print export lines for the running stack, with a fresh token")
     c.add_argument("--id")
-    c.add_argument("--email", default="e2e-user@staging.netra.test")
+    c.add_argument("--email", default=DEFAULT_EMAIL)
     c.add_argument("--redirect", metavar="HOST=SERVICE", action="append", default=[],
                    help="also print the CA bundle, the port and /etc/hosts lines for HOST, served by a stack "
                         "started with `simstack up --redirect HOST=SERVICE` (repeatable)")
@@ -276,7 +278,7 @@ def _detach(args) -> int:
     if args.scenario:
         argv += ["--scenario", args.scenario]
     for n in ("api", "ws", "auth", "toxiproxy"):
-        argv += [f"--{n}-port", str(getattr(args, f"{n}_port"))]
+        argv += [port_option(n), str(getattr(args, f"{n}_port"))]
     for spec in args.redirect:
         argv += ["--redirect", spec]
     argv += own.to_argv(args) + recording.to_argv(args)
@@ -384,7 +386,7 @@ def cmd_env(args) -> int:
             print(f"export {k}={v}")
     finally:
         stack.stop()
-    print("export NO_PROXY=127.0.0.1,localhost,::1")
+    print(f"export NO_PROXY={NO_PROXY}")
     if redirects:
         print("\n".join(redirect_lines))
     return 0

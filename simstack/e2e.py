@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shared.constants import MODES, PROFILES
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "e2e"
 REPRO, FIX = "repro-1011", "fix-1011"
@@ -123,8 +125,8 @@ def format_table(rows: list[Row]) -> str:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of `simstack e2e` (shared by the CLI and `python -m simstack.e2e`)."""
-    ap.add_argument("--profile", choices=("staging", "fast"), default="staging")
-    ap.add_argument("--mode", choices=("local", "docker", "auto"), default="local")
+    ap.add_argument("--profile", choices=PROFILES, default="staging")
+    ap.add_argument("--mode", choices=MODES, default="local")
     ap.add_argument("--junit-dir", type=Path, help="keep the two JUnit XML files here")
 
 

@@ -34,13 +34,11 @@ import pytest
 
 from .endpoints import Endpoints
 from .shared.errors import SimstackError
-from .shared.faults import AGENT_EVENTS
+from .shared.constants import AGENT_EVENTS, DEFAULT_EMAIL, LOOPBACK_HOSTS, MODES, PROFILES
 from .terminal import fit
 
-MODES = ("local", "docker", "auto", "off")
-PROFILES = ("staging", "fast")
+PLUGIN_MODES = (*MODES, "off")
 TEMPLATE_KEYS = tuple(f.name for f in fields(Endpoints)) + ("token",)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TRAFFIC_PROPERTY = "simstack_traffic"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -50,7 +48,7 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("simstack", "run the suite against a local simulated staging stack (simstack)")
-    g.addoption("--simstack", choices=MODES, default="off", dest="simstack",
+    g.addoption("--simstack", choices=PLUGIN_MODES, default="off", dest="simstack",
                 help="start a stack for the session: local processes, docker containers, auto (docker when an "
                      "engine answers, else local) or off (default)")
     g.addoption("--simstack-profile", choices=PROFILES, default="staging", dest="simstack_profile",
@@ -267,7 +265,7 @@ class SimstackSession:
     def scenario(self) -> str | None:
         return self.options.scenario
 
-    def mint_token(self, email: str = "e2e-user@staging.netra.test") -> str:
+    def mint_token(self, email: str = DEFAULT_EMAIL) -> str:
         return self.stack.token(email)
 
     def timeline(self, label: str | None = None) -> list[dict]:
@@ -340,7 +338,7 @@ class SimstackSession:
         for var in ("NO_PROXY", "no_proxy"):
             have = [h for h in os.environ.get(var, "").split(",") if h.strip()]
             redirected = [r.host for r in self.options.redirects] if self.redirection else []
-            env[var] = ",".join(have + [h for h in (*LOOPBACK, *redirected) if h not in have])
+            env[var] = ",".join(have + [h for h in (*LOOPBACK_HOSTS, *redirected) if h not in have])
         if self.redirection is not None:
             env.update(self.redirection.env)
         for name, template in self.options.env:

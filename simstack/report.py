@@ -24,9 +24,8 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
-from .shared.constants import INTERNAL_LABEL
+from .shared.constants import AGENT_EVENTS, INTERNAL_LABEL
 from .shared.errors import ConfigError
-from .shared.faults import AGENT_EVENTS
 
 FRAMES_PER_LANE = 40          # frames drawn per connection: the first 30 and the last 10
 FRAMES_HEAD = 30

@@ -35,6 +35,7 @@ import yaml
 
 from . import resources
 from .client import ACTIONS, HttpObservation, Observation, observe_http, observe_ws
+from .shared.constants import DEFAULT_EMAIL
 from .shared.errors import ConfigError
 from .shared.faults import Fault
 from .terminal import fit
@@ -85,6 +86,13 @@ def scenario_files(extra: list[Path] | tuple[Path, ...] = ()) -> dict[str, Path]
     return found
 
 
+def _known(files: dict[str, Path]) -> str:
+    shipped = [name for name, path in files.items() if path.parent == SCENARIO_DIR]
+    yours = [name for name in files if name not in shipped]
+    return (f"shipped scenarios: {', '.join(shipped)}" + (f"; yours: {', '.join(yours)}" if yours else "")
+            + f"; add your own with --scenarios DIR or ${resources.SCENARIOS_ENV}")
+
+
 def list_scenarios(extra: list[Path] | tuple[Path, ...] = ()) -> list[Scenario]:
     return [load_scenario(p) for p in scenario_files(extra).values()]
 
@@ -98,8 +106,7 @@ def load_scenario(name_or_path: str | Path, extra: list[Path] | tuple[Path, ...]
         if str(name_or_path) not in files:
             raise ConfigError(f"no scenario {str(name_or_path)!r} (looked in "
                               f"{', '.join(str(d) for d in resources.scenario_dirs(extra))})",
-                              f"known scenarios: {', '.join(files)}; add your own with --scenarios DIR "
-                              f"or ${resources.SCENARIOS_ENV}")
+                              _known(files))
         path = files[str(name_or_path)]
     if not path.exists():
         raise ConfigError(f"no scenario file {str(name_or_path)!r} ({path} does not exist)",
@@ -203,7 +210,7 @@ def run_scenario(scenario: Scenario, stack) -> ScenarioResult:
     faults.reset()
     applied = faults.apply(scenario.faults)
     try:
-        token = stack.token(scenario.client.get("email", "e2e-user@staging.netra.test"))
+        token = stack.token(scenario.client.get("email", DEFAULT_EMAIL))
         observed = asyncio.run(_connections(scenario, endpoints.ws_url, token, faults))
         http = [observe_http(endpoints.api_url, e["path"], e.get("method", "GET"), e.get("timeout_s", 5.0))
                 for e in scenario.expect_http]

@@ -52,6 +52,14 @@ PROXIES: tuple[ProxySpec, ...] = (
 TOXIPROXY_API_PORT = 8474
 
 
+def port_option(name: str) -> str:
+    """The command-line option that sets the host port of a proxy listener, or of Toxiproxy's API."""
+    return f"--{name.replace('_', '-')}-port"
+
+
+TOXIPROXY_PORT_OPTION = port_option("toxiproxy")
+
+
 def toxiproxy_env() -> dict[str, str]:
     """Environment for the Toxiproxy process or container; a GOMAXPROCS or LOG_LEVEL the user set wins.
 

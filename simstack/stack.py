@@ -21,17 +21,13 @@ import httpx
 
 from .endpoints import Endpoints
 from .services import PROXIES
-from .shared.constants import (ENV_ADMIN_KEY, ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE,
-                               ENV_STACK_ID)
+from .shared.constants import (ADMIN_HEADER, ADMIN_PREFIX, DEFAULT_EMAIL, DEV_JWT_SECRET, ENV_ADMIN_KEY,
+                               ENV_AUTH_POLICY, ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_PROFILE, ENV_STACK_ID,
+                               INTERNAL_HEADER, MODES, PROFILES)
 from .shared.errors import ConfigError, SimstackError, StartError
 from .shared.faults import DEP_PREFIX, NETWORK, Fault
 from .toxiproxy import Toxiproxy
-
-MODES = ("local", "docker", "auto")
-PROFILES = ("staging", "fast")
-ADMIN = "/__simstack"
-INTERNAL_HEADER = "X-Simstack-Internal"   # simstack's own calls: the stand-ins keep them out of any test's traffic
-DEV_JWT_SECRET = "simstack-dev-secret"     # public: lenient mode only; strict mode gets a random one
+from .wait import NotReady, UntilAnswers
 
 
 def _launcher(mode: str):
@@ -161,31 +157,21 @@ class Stack:
         e = self.endpoints
         pending = {"api": e.api_url, "ws": e.ws_url.replace("ws://", "http://")[:-3], "auth": e.auth_url,
                    "api_control": e.api_control_url, "auth_control": e.auth_control_url}
-        deadline = time.monotonic() + self.startup_timeout
-        last: dict[str, str] = {}
-        with httpx.Client(timeout=1.0, trust_env=False, headers={"X-Simstack-Admin": e.admin_key}) as http:
-            while pending:
-                for name, url in list(pending.items()):
-                    try:
-                        r = http.get(f"{url}{ADMIN}/ping")
-                        if r.status_code == 200:
-                            del pending[name]
-                            continue
-                        last[name] = f"HTTP {r.status_code}"
-                    except httpx.HTTPError as exc:
-                        last[name] = exc.__class__.__name__
-                if not pending:
-                    break
-                dead = [n for n, ok in getattr(self.launcher, "alive", lambda: {})().items() if not ok]
-                if dead:
-                    raise StartError(f"the {dead[0]} process exited during start-up; its log ends: "
-                                     f"{self.launcher.logs(dead[0]).strip()[-600:]}",
-                                     "the log above says why (start-up logs are removed with the failed stack)")
-                if time.monotonic() > deadline:
-                    raise StartError("endpoints not ready after %.0f s: %s" % (
-                        self.startup_timeout, ", ".join(f"{n} ({last.get(n, '?')})" for n in pending)),
-                        "is the machine overloaded? raise startup_timeout, or run `simstack up` to watch it start")
-                time.sleep(0.02)
+
+        def processes_alive() -> None:
+            dead = [n for n, ok in getattr(self.launcher, "alive", lambda: {})().items() if not ok]
+            if dead:
+                raise StartError(f"the {dead[0]} process exited during start-up; its log ends: "
+                                 f"{self.launcher.logs(dead[0]).strip()[-600:]}",
+                                 "the log above says why (start-up logs are removed with the failed stack)")
+
+        try:
+            UntilAnswers(self.startup_timeout, headers={ADMIN_HEADER: e.admin_key}).wait(
+                {name: f"{url}{ADMIN_PREFIX}/ping" for name, url in pending.items()}, check=processes_alive)
+        except NotReady as exc:
+            raise StartError(f"endpoints not ready after {self.startup_timeout:.0f} s: {exc}",
+                             "is the machine overloaded? raise startup_timeout, or run `simstack up` to watch it start"
+                             ) from None
 
     def stop(self) -> None:
         """Stop what this process started; an attached stack keeps running (only the handle closes)."""
@@ -203,7 +189,7 @@ class Stack:
         self.stop()
 
     # -------------------------------------------------------------- conveniences
-    def token(self, email: str = "e2e-user@staging.netra.test") -> str:
+    def token(self, email: str = DEFAULT_EMAIL) -> str:
         return mint_token(self.endpoints, email, self.bypass_key)
 
     def timeline(self, label: str | None = None) -> list[dict]:
@@ -211,7 +197,7 @@ class Stack:
         return self.faults.timeline(label=label)[0]
 
 
-def mint_token(endpoints: Endpoints, email: str = "e2e-user@staging.netra.test", bypass_key: str | None = None) -> str:
+def mint_token(endpoints: Endpoints, email: str = DEFAULT_EMAIL, bypass_key: str | None = None) -> str:
     """A token from the auth stand-in's /auth/e2e/test-auth (via the control proxy, so faults can't block it)."""
     url = f"{endpoints.auth_control_url}/auth/e2e/test-auth"
     try:
@@ -236,11 +222,11 @@ class FaultControl:
 
     def __init__(self, endpoints: Endpoints):
         self.endpoints = endpoints
-        self.http = httpx.Client(timeout=10.0, trust_env=False, headers={"X-Simstack-Admin": endpoints.admin_key})
+        self.http = httpx.Client(timeout=10.0, trust_env=False, headers={ADMIN_HEADER: endpoints.admin_key})
         self.toxi = Toxiproxy(endpoints.toxiproxy_url)
 
     def _admin(self, target: str, method: str, path: str, **kw) -> httpx.Response:
-        url = f"{self.endpoints.control_url(target)}{ADMIN}{path}"
+        url = f"{self.endpoints.control_url(target)}{ADMIN_PREFIX}{path}"
         try:
             return self.http.request(method, url, **kw)
         except httpx.HTTPError as exc:

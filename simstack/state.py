@@ -38,12 +38,18 @@ def write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or [] where unreadable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def process_start(pid: int) -> str:
     """The kernel's start time of ``pid`` (clock ticks since boot), or "" where /proc is absent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def owner_mark(pid: int | None = None) -> str:
@@ -76,11 +82,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return _proc_stat(pid)[:1] != ["Z"]
 
 
 def write_record(stack, pid: int, scenario: str | None = None, redirects: dict | None = None) -> Path:

@@ -13,16 +13,15 @@ import logging
 import os
 import re
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import httpx
 
 from .. import images
 from ..shared.errors import NoDockerEngine, PortInUse, StartError
-from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT, toxiproxy_env
+from ..services import PROXIES, STANDINS, TOXIPROXY_API_PORT, TOXIPROXY_PORT_OPTION, port_option, toxiproxy_env
 from ..state import pid_alive, process_start
+from ..wait import NotReady, UntilAnswers
 from .base import Launched, LaunchSpec
 from .local import check_free
 
@@ -39,7 +38,6 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT = 20.0
 POLL_INTERVAL = 0.02
 TOXIPROXY = "toxiproxy"
-TOXIPROXY_PORT_OPTION = "--toxiproxy-port"
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +162,7 @@ class DockerLauncher:
         try:
             check_free(spec.toxiproxy_port, TOXIPROXY_PORT_OPTION)
             for p in PROXIES:
-                check_free(spec.ports.get(p.name, 0), _port_option(p.name))
+                check_free(spec.ports.get(p.name, 0), port_option(p.name))
             self._start(spec)
             url = f"http://{LOOPBACK}:{self._host_ports[TOXIPROXY_API_PORT]}"
             self._wait_ready(url, spec)
@@ -291,18 +289,11 @@ class DockerLauncher:
 
     def _wait_ready(self, url: str, spec: LaunchSpec) -> None:
         """Poll until Toxiproxy's API answers and the stand-ins still run."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        with httpx.Client(timeout=1.0, trust_env=False) as http:
-            while True:
-                try:
-                    if http.get(f"{url}/version").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass  # docker-proxy accepts before Toxiproxy listens, then resets
-                if time.monotonic() > deadline:
-                    raise StartError(f"Toxiproxy's API at {url} did not answer within {READY_TIMEOUT:.0f}s",
-                                     f"its log:\n{self.logs(TOXIPROXY)[-2000:]}")
-                time.sleep(POLL_INTERVAL)
+        try:
+            UntilAnswers(READY_TIMEOUT, interval=POLL_INTERVAL).wait({TOXIPROXY: f"{url}/version"})
+        except NotReady:
+            raise StartError(f"Toxiproxy's API at {url} did not answer within {READY_TIMEOUT:.0f}s",
+                             f"its log:\n{self.logs(TOXIPROXY)[-2000:]}") from None
         for service in STANDINS:
             container = self._containers[service.name].get_wrapped_container()
             container.reload()
@@ -322,10 +313,6 @@ def _proxy_spec(proxy: str):
     raise StartError(f"unknown proxy {proxy!r}", f"known: {', '.join(p.name for p in PROXIES)}")
 
 
-def _port_option(proxy: str) -> str:
-    return f"--{proxy.replace('_', '-')}-port"
-
-
 def _toxiproxy_ports(spec: LaunchSpec) -> dict[str, tuple[str, int | None]]:
     """Toxiproxy's API and every proxy listener, on loopback only; None lets the engine pick."""
     ports = {f"{TOXIPROXY_API_PORT}/tcp": (LOOPBACK, spec.toxiproxy_port or None)}
@@ -339,7 +326,7 @@ def _start_error(name: str, exc: BaseException, spec: LaunchSpec) -> StartError:
     busy = re.search(r"(?:bind for|listen tcp4?) [\d.]*:(\d+).*(?:already allocated|address already in use)", text)
     if busy:
         port = int(busy.group(1))
-        option = next((_port_option(p) for p, v in spec.ports.items() if v == port), TOXIPROXY_PORT_OPTION)
+        option = next((port_option(p) for p, v in spec.ports.items() if v == port), TOXIPROXY_PORT_OPTION)
         return PortInUse(LOOPBACK, port, option)
     if "Conflict" in text and "already in use" in text:
         return StartError(f"could not create the {name} container: {text}",

@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 
 from .. import resources
 from ..shared.errors import PortInUse, StartError
-from ..services import PROXIES, STANDINS, toxiproxy_env
+from ..services import PROXIES, STANDINS, TOXIPROXY_PORT_OPTION, port_option, toxiproxy_env
 from ..shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
 from ..state import private_tempdir
+from ..wait import NotReady, UntilAnswers
 from .base import LaunchSpec, Launched
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +82,10 @@ def check_free(port: int, option: str) -> None:
         bind(port, option).close()
 
 
+class _Exited(Exception):
+    pass
+
+
 class LocalLauncher:
     mode = "local"
 
@@ -103,7 +107,7 @@ class LocalLauncher:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         binary = find_toxiproxy()
         for proxy in PROXIES:
-            check_free(spec.ports.get(proxy.name, 0), f"--{proxy.name.replace('_', '-')}-port")
+            check_free(spec.ports.get(proxy.name, 0), port_option(proxy.name))
         try:
             upstreams = {}
             # Secrets reach the children only through the stack's own environment (never argv, and
@@ -134,23 +138,22 @@ class LocalLauncher:
                 with bind(0, "") as s:
                     port = s.getsockname()[1]
             else:
-                check_free(port, "--toxiproxy-port")
+                check_free(port, TOXIPROXY_PORT_OPTION)
             self._spawn("toxiproxy", [binary, "-host", "127.0.0.1", "-port", str(port)], {**env, **toxiproxy_env()})
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if self.procs["toxiproxy"].poll() is not None:
+            try:
+                UntilAnswers(10, interval=0.01, request_timeout=0.5).wait(
+                    {"toxiproxy": f"{url}/version"}, check=self._toxiproxy_running)
+                return url
+            except (NotReady, _Exited):
+                if wanted:
                     break
-                try:
-                    if httpx.get(f"{url}/version", timeout=0.5, trust_env=False).status_code == 200:
-                        return url
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.01)
-            if wanted:
-                break
         raise StartError(f"Toxiproxy did not start; its log ends: {self.logs('toxiproxy').strip()[-400:]}",
                          "check that the port is free and the binary is toxiproxy-server v2.12.0 (`make toxiproxy`)")
+
+    def _toxiproxy_running(self) -> None:
+        if self.procs["toxiproxy"].poll() is not None:
+            raise _Exited   # e.g. lost the race for a free port: another attempt picks another
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():

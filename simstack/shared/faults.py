@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .constants import AGENT_EVENTS
 from .errors import ConfigError
 from .triggers import Trigger
 
@@ -20,7 +21,6 @@ NETWORK = "network"     # applied by Toxiproxy (bytes: delay, hang, reset, cut)
 PROTOCOL = "protocol"   # applied by the stand-ins (status codes, close codes, races, events)
 TARGETS = ("api", "ws", "auth")
 DEP_PREFIX = "dep:"     # network faults also target a service's link to a dependency: dep:NAME
-AGENT_EVENTS = ("agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed")
 
 
 @dataclass(frozen=True)
