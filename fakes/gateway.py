@@ -44,14 +44,7 @@ from .common import HTTPFaults, is_e2e, json_error
 from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
 from .forward import HOP_BY_HOP, Upstream, UpstreamError
 from .lifecycle import Registry
-try:
-    from .recorder import recording
-except ModuleNotFoundError as exc:   # the stand-ins image (the gateway in docker mode) has no simstack.cassette:
-    if exc.name != "simstack.cassette":   # recording is local mode only, and the gateway runs without it
-        raise
-
-    def recording(app, timeline, service):
-        return app
+from .recorder import recording   # imports simstack.cassette only when recording (not in the stand-ins image)
 from .timing import TIMINGS
 from .tokens import TokenError, decode
 from .ws import extract_token, offered_subprotocols
@@ -333,4 +326,8 @@ def from_env() -> Gateway:
     if not upstream:
         raise SystemExit(f"{ENV_UPSTREAM} is not set; give it the upstream URL, e.g. http://127.0.0.1:9000")
     targets = tuple(t for t in os.environ.get(ENV_TARGETS, "api,ws").split(",") if t)
-    return Gateway(upstream, targets)
+    gateway = Gateway(upstream, targets)
+    if os.environ.get("SIMSTACK_REPLAY_DIR"):   # the upstream is a cassette player: HTTP is answered in-process
+        from .replay import serve_http_in
+        serve_http_in(gateway)
+    return gateway

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from simstack.cassette import INTERNAL_LABEL, Redactor, Writer, body_of
+from simstack.shared.constants import INTERNAL_LABEL
 
 from .control import ADMIN_PREFIX, INTERNAL_HEADER, Timeline
 
@@ -32,12 +32,18 @@ def recording(app, timeline: Timeline, service: str):
     directory = os.environ.get(ENV_RECORD_DIR)
     if not directory:
         return app
+    from simstack.cassette import Redactor, Writer   # not in the stand-ins image: recording is local mode only
     redactor = Redactor(_names(ENV_REDACT_HEADERS), _names(ENV_REDACT_KEYS))
     return Recorder(app, Writer(directory, redactor), timeline, service)
 
 
 def _names(var: str) -> list[str]:
     return [n.strip() for n in os.environ.get(var, "").split(",") if n.strip()]
+
+
+def body_of(data, content_type: str = ""):
+    from simstack.cassette import body_of as stored   # (already imported by recording(): a dict look-up)
+    return stored(data, content_type)
 
 
 def _label(scope, timeline: Timeline) -> str | None:
@@ -49,7 +55,7 @@ def _decode_headers(raw, drop: frozenset = frozenset()) -> list[tuple[str, str]]
 
 
 class Recorder:
-    def __init__(self, app, writer: Writer, timeline: Timeline, service: str):
+    def __init__(self, app, writer, timeline: Timeline, service: str):
         self.app, self.writer, self.timeline, self.service = app, writer, timeline, service
         self.redact = writer.redactor
 

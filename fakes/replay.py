@@ -281,9 +281,42 @@ async def _json(send, status: int, body: dict) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def from_env() -> Replay:
+class InProcess:
+    """The gateway's HTTP upstream when the upstream is a replay: the cassette answers in the gateway's
+    own process (same ``forward`` as :class:`fakes.forward.Upstream`), so a replayed request crosses
+    Toxiproxy and the fault layer and no further hop, like a request to a stand-in."""
+
+    def __init__(self, replay: Replay):
+        self.replay = replay
+
+    async def forward(self, method: bytes, target: bytes, headers: list, body, send) -> None:
+        path, _, query = target.partition(b"?")
+        scope = {"type": "http", "method": method.decode("latin-1"), "path": path.decode("latin-1"),
+                 "query_string": query, "headers": headers}
+        chunks = body.__aiter__() if body is not None else None
+
+        async def receive() -> dict:
+            if chunks is None:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            try:
+                return {"type": "http.request", "body": await chunks.__anext__(), "more_body": True}
+            except StopAsyncIteration:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+        await self.replay(scope, receive, send)
+
+    def close(self) -> None:
+        pass
+
+
+def serve_http_in(gateway) -> None:
+    """Make ``gateway`` answer HTTP from the cassette named in the environment (see :class:`InProcess`)."""
+    gateway.http = InProcess(from_env(gateway.targets[0]))
+
+
+def from_env(service: str | None = None) -> Replay:
     """uvicorn factory: the replay configured by SIMSTACK_REPLAY_*."""
-    directory, service = os.environ.get(ENV_DIR), os.environ.get(ENV_SERVICE, "api")
+    directory, service = os.environ.get(ENV_DIR), service or os.environ.get(ENV_SERVICE, "api")
     if not directory:
         raise SystemExit(f"{ENV_DIR} is not set; give it a cassette directory")
     speed = float(os.environ.get(ENV_SPEED, "1.0"))

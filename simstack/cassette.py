@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+from .shared.constants import INTERNAL_LABEL
 from .shared.errors import SimstackError
 
 FORMAT_VERSION = 1
 HEADER_KEY = "simstack_cassette"
 SUFFIX = ".jsonl"
 SESSION_FILE = "session"        # traffic outside any test
-INTERNAL_LABEL = "simstack:internal"
 INTERNAL_FILE = "simstack"      # simstack's own calls (the token it mints for a session)
 
 REDACTED = "<redacted>"

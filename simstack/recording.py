@@ -58,6 +58,24 @@ class RecordOptions:
         return cassette.summary(self.out)
 
 
+@dataclass
+class ReplayOptions:
+    """What a replaying stack's gateways need: they answer HTTP from the cassette in-process."""
+    directory: str
+    speed: float = 1.0
+    ignore: list[str] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        from .fakes.replay import ENV_DIR, ENV_IGNORE, ENV_SPEED
+        return {ENV_DIR: self.directory, ENV_SPEED: str(self.speed), ENV_IGNORE: ",".join(self.ignore)}
+
+
+def replaying(directory: str, speed: float = 1.0, ignore=()) -> dict:
+    """``Stack`` keyword arguments that serve a cassette in place of the services it recorded."""
+    own = replay_services(directory, speed, ignore)
+    return {"own": own, "cassette": ReplayOptions(str(Path(directory).resolve()), speed, list(ignore))}
+
+
 def replay_services(directory: str, speed: float = 1.0, ignore=()) -> list[OwnService]:
     """The cassette's players as services of yours: one per service it recorded (api, auth)."""
     if speed < 0:
@@ -111,15 +129,15 @@ def add_record_options(parser) -> None:
 
 
 def stack_kwargs(args) -> dict:
-    """``own``/``record`` for the Stack, from `simstack up`'s options."""
+    """``own``/``cassette`` for the Stack, from `simstack up`'s options."""
     kw: dict = {}
     if getattr(args, "replay", None):
         if getattr(args, "api_url", None) or getattr(args, "api_cmd", None) or getattr(args, "record_out", None):
             raise ConfigError("--replay serves the cassette in place of the recorded services",
                               "drop --api-url/--api-cmd (and --auth-*) when replaying")
-        kw["own"] = replay_services(args.replay, args.replay_speed, args.replay_ignore)
+        kw.update(replaying(args.replay, args.replay_speed, args.replay_ignore))
     if getattr(args, "record_out", None):
-        kw["recording"] = RecordOptions(args.record_out, args.record_redact_header, args.record_redact_key)
+        kw["cassette"] = RecordOptions(args.record_out, args.record_redact_header, args.record_redact_key)
     return kw
 
 
@@ -156,7 +174,7 @@ def add_pytest_options(group) -> None:
 
 
 def pytest_stack_kwargs(ns) -> dict:
-    """``own``/``recording`` for the plugin's Stack; raises ConfigError on a bad combination."""
+    """``own``/``cassette`` for the plugin's Stack; raises ConfigError on a bad combination."""
     record, replay = getattr(ns, "simstack_record", None), getattr(ns, "simstack_replay", None)
     api, auth = getattr(ns, "simstack_record_api", None), getattr(ns, "simstack_record_auth", None)
     if record and replay:
@@ -169,7 +187,7 @@ def pytest_stack_kwargs(ns) -> dict:
             raise ConfigError(f"--simstack-record {record!r} needs the real api service",
                               "add --simstack-record-api URL (and --simstack-record-auth URL)")
         own = [OwnService("api", url=api)] + ([OwnService("auth", url=auth)] if auth else [])
-        return {"own": own, "recording": RecordOptions.prepare(record)}
+        return {"own": own, "cassette": RecordOptions.prepare(record)}
     if replay:
-        return {"own": replay_services(replay, getattr(ns, "simstack_replay_speed", 1.0))}
+        return replaying(replay, getattr(ns, "simstack_replay_speed", 1.0))
     return {}

@@ -58,7 +58,7 @@ class Stack:
     def __init__(self, mode: str = "local", profile: str = "staging", ports: dict[str, int] | None = None,
                  toxiproxy_port: int = 0, auth_policy: str = "lenient", jwt_secret: str | None = None,
                  bypass_key: str | None = None, startup_timeout: float = 30.0, own: Iterable = (),
-                 recording=None):
+                 cassette=None):
         """``jwt_secret``: the HS256 secret the stand-ins sign and verify with. Unset, strict mode gets a
         random one per stack (so nobody can forge a token it accepts) and lenient mode the public
         ``simstack-dev-secret``."""
@@ -72,7 +72,7 @@ class Stack:
         if unknown:
             raise ConfigError(f"no endpoint named {', '.join(sorted(unknown))}", "ports are for api, ws and auth")
         self.own = {s.name: s for s in own}   # services of yours replacing stand-ins (simstack.own)
-        self.recording = recording            # simstack.recording.RecordOptions: the gateways write a cassette
+        self.cassette = cassette              # simstack.recording: Record/ReplayOptions, for the gateways
         from .own import mode_for
         needed = mode_for(self.own.values(), mode)
         self.mode, self.mode_note = (needed, None) if needed else resolve_mode(mode)
@@ -118,8 +118,8 @@ class Stack:
                ENV_AUTH_POLICY: self.auth_policy, ENV_STACK_ID: self.id}
         if self.bypass_key:
             env[ENV_BYPASS_KEY] = self.bypass_key
-        if self.recording is not None:
-            env.update(self.recording.env())
+        if self.cassette is not None:
+            env.update(self.cassette.env())
         from .launchers.base import LaunchSpec
         self.launcher = _launcher(self.mode)
         atexit.register(self.stop)

@@ -20,6 +20,7 @@ FIGURES = (
     "gateway_http_rps", "gateway_http_p50_ms", "gateway_http_p99_ms", "gateway_ws_rtt_p50_ms",     # 7 gateway
     "gateway_ws_clients", "gateway_memory_1000_mb",
     "report_1000_s", "report_1000_bytes",                                                # 8 HTML report
+    "record_http_added_p50_ms", "replay_http_rps", "replay_http_p50_ms",                 # 9 record, replay
 )
 
 

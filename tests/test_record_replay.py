@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from simstack import cassette
 from simstack.own import OwnService
-from simstack.recording import RecordOptions, replay_services
+from simstack.recording import RecordOptions, replay_services, replaying
 from simstack.shared.errors import SimstackError
 from simstack.stack import Stack
 
@@ -33,7 +33,7 @@ BASE = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=func
 def recording_stack(staging: Stack, out: Path, **kw) -> Stack:
     e = staging.endpoints
     return Stack(mode="local", profile="fast", own=[OwnService("api", url=e.api_url), OwnService("auth", url=e.auth_url)],
-                 recording=RecordOptions.prepare(str(out), **kw))
+                 cassette=RecordOptions.prepare(str(out), **kw))
 
 
 def traffic(junit: Path) -> dict[str, dict]:
@@ -119,7 +119,7 @@ def test_the_staging_1011_recorded_replays_as_a_1011_with_no_frame_before_it(sta
     [ws] = [e.data for e in cassette.load(out) if e.kind == "ws"]
     assert (ws["status"], ws["closed_by"], ws["close_code"]) == (101, "server", 1011)
     assert not [f for f in ws["frames"] if f["dir"] == "out"]
-    with Stack(mode="local", profile="fast", own=replay_services(str(out))) as replay:
+    with Stack(mode="local", profile="fast", **replaying(str(out))) as replay:
         frames, code, reason = asyncio.run(agent_run(replay.endpoints.ws_url, replay.token()))
     assert (frames, code, reason) == ([], 1011, "Internal error")
 
@@ -136,7 +136,7 @@ def replay_of_a_run(staging, tmp_path_factory):
         asyncio.run(agent_run(rec.endpoints.ws_url, token))
         asyncio.run(agent_run(rec.endpoints.ws_url, token, {"type": "start_agent", "payload": {
             "user_request": "x", "agent_type": "nonexistent_agent"}}))
-    with Stack(mode="local", profile="fast", own=replay_services(str(out))) as replay:
+    with Stack(mode="local", profile="fast", **replaying(str(out))) as replay:
         yield replay, out
 
 
