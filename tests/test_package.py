@@ -59,7 +59,7 @@ def test_installed_package_lists_every_shipped_scenario_and_a_users_own(installe
     (tmp_path / "ours.yaml").write_text("name: ours\ndescription: a team's own scenario\n")
     proc = run(installed, "simstack", "scenario", "ls", "--scenarios", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    listed = [line.split()[0] for line in proc.stdout.splitlines()]
+    listed = [line.split()[0] for line in proc.stdout.splitlines() if line[:1].strip()]   # not the wrapped lines
     assert listed == sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")) + ["ours"]
 
 
