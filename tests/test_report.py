@@ -199,13 +199,12 @@ def test_a_stack_that_dies_mid_run_keeps_what_was_seen_and_marks_where(tmp_path)
     ("/proc/simstack-report.html", "cannot write there"),
 ])
 def test_bad_report_path_is_refused_before_the_run(tmp_path, where, says):
-    started = time.perf_counter()
-    proc = pytest_session(tmp_path, "def test_x(simstack):\n    raise AssertionError('ran')\n", "--simstack-report", where)
+    proc = pytest_session(tmp_path, "def test_x(simstack):\n    raise AssertionError('the test ran')\n",
+                          "--simstack-report", where)
     assert proc.returncode == 4, proc.stdout + proc.stderr   # usage error: nothing ran
-    assert says in proc.stderr and repr(where) in proc.stderr and "ran" not in proc.stdout
+    assert says in proc.stderr and repr(where) in proc.stderr and "the test ran" not in proc.stdout + proc.stderr
     with pytest.raises(ConfigError, match=says):
         report.check_path(tmp_path / where if not where.startswith("/") else where, "--html")
-    assert time.perf_counter() - started < 60
 
 
 def test_cli_refuses_a_bad_html_path_before_starting_a_stack(tmp_path):
@@ -228,9 +227,8 @@ def test_1000_connections_make_a_report_under_2mb(tmp_path):
     path = report.write(tmp_path / "big.html", report.by_label(records, order=tests), "1000")
     took = time.perf_counter() - started
     size = path.stat().st_size
-    print(f"report of 1,000 connections: {size:,} bytes in {took:.3f} s")   # bench/ has the real figure
+    print(f"report of 1,000 connections: {size:,} bytes in {took:.3f} s")   # time: bench's report_1000_s
     assert size < 2_000_000
-    assert took < 10, "generous bound: the measured figure is in bench (report_1000_s)"
     data = data_in(path.read_text())
     assert sum(ln["k"] == "ws" for g in data["groups"] for ln in g["lanes"]) == 1000
 
