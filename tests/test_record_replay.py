@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -367,3 +369,48 @@ def test_drift_cli_prints_one_row_per_difference_and_exits_non_zero(staging, rep
     r = _cli("drift", str(replay_of_a_run[1]), "--against", "stand-ins", env_dir=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no drift: 5 recorded exchange(s) answered alike by stand-ins" in r.stdout
+
+
+def test_record_from_a_target_that_hangs_says_so_and_writes_nothing(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)   # connections are accepted by the kernel and never answered
+        port = s.getsockname()[1]
+        out = tmp_path / "cassette"
+        r = _cli("record", "--api-url", f"http://127.0.0.1:{port}", "--out", str(out), env_dir=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"did not answer http://127.0.0.1:{port}/health within 5 s (last error: ReadTimeout" in r.stderr
+    assert not out.exists()
+
+
+def test_replayed_http_answers_keep_their_recorded_latency(tmp_path):
+    d = _cassette(tmp_path, [HEADER, HTTP.replace('"latency_ms": 1', '"latency_ms": 400')])
+    with Stack(mode="local", profile="fast", **replaying(str(d))) as replay, \
+            httpx.Client(base_url=replay.endpoints.api_url, trust_env=False) as http:
+        http.get("/nothing-recorded-here")   # a first request on the connection
+        t0 = time.perf_counter()
+        r = http.get("/health")
+        waited = time.perf_counter() - t0
+    assert r.status_code == 200 and waited >= 0.4   # never sooner than it was recorded (suites reject fast answers)
+
+
+def test_a_detached_recording_works_with_env_fault_and_down(staging, tmp_path):
+    e = staging.endpoints
+    out = tmp_path / "cassette"
+    r = _cli("record", "--api-url", e.api_url, "--auth-url", e.auth_url, "--out", str(out), "--detach",
+             env_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    stack_id = re.search(r"simstack (\w+): ", r.stdout).group(1)
+    try:
+        env = _cli("env", "--id", stack_id, env_dir=tmp_path)
+        api_url = re.search(r"export SIMSTACK_API_URL=(\S+)", env.stdout).group(1)
+        assert httpx.get(f"{api_url}/health", trust_env=False).status_code == 200
+        assert _cli("fault", "add", "cold_start", "--target", "api", "--stack", stack_id,
+                    env_dir=tmp_path).returncode == 0
+        assert httpx.get(f"{api_url}/api/health", trust_env=False).status_code == 503   # a fault: not recorded
+    finally:
+        assert _cli("down", "--id", stack_id, env_dir=tmp_path).returncode == 0
+    recorded = [(x.data["method"], x.data["path"], x.data["status"]) for x in cassette.load(out) if x.kind == "http"]
+    assert ("GET", "/health", 200) in recorded and ("POST", "/auth/e2e/test-auth", 200) in recorded
+    assert not [p for p in recorded if p[1] == "/api/health"]
