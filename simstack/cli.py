@@ -216,6 +216,10 @@ def cmd_up(args) -> int:
 
 def cmd_record(args) -> int:
     """`simstack up` with the real services as upstreams and a recording gateway in front of each."""
+    recording.RecordOptions.check_out(args.out)
+    recording.check_target("--api-url", args.api_url)
+    if args.auth_url:
+        recording.check_target("--auth-url", args.auth_url)
     rec = recording.RecordOptions.prepare(args.out, args.redact_header, args.redact_key)
     argv = ["up", "--api-url", args.api_url, "--record-out", rec.out]
     if args.auth_url:

@@ -29,19 +29,25 @@ class RecordOptions:
     redact_keys: list[str] = field(default_factory=list)
     created: bool = False      # the directory did not exist before (removed again if nothing was recorded)
 
-    @classmethod
-    def prepare(cls, out: str, redact_headers=(), redact_keys=()) -> "RecordOptions":
-        """Check the output directory before anything starts: new, or empty of cassette files."""
+    @staticmethod
+    def check_out(out: str) -> None:
+        """The output directory is new, or holds no cassette file."""
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out {out!r} is a file, not a directory", "give a new or empty directory")
-        created = not path.exists()
-        if not created:
+        if path.is_dir():
             existing = cassette.files(path)
             if existing:
                 raise ConfigError(f"--out {out!r} already holds a cassette ({len(existing)} file(s), e.g. "
                                   f"{existing[0].name}); recording would mix two runs",
                                   "give a new or empty directory, or remove the old cassette first")
+
+    @classmethod
+    def prepare(cls, out: str, redact_headers=(), redact_keys=()) -> "RecordOptions":
+        """Check the output directory before anything starts, and create it."""
+        cls.check_out(out)
+        path = Path(out)
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         return cls(str(path.resolve()), list(redact_headers), list(redact_keys), created)
 
@@ -74,6 +80,28 @@ def replaying(directory: str, speed: float = 1.0, ignore=()) -> dict:
     """``Stack`` keyword arguments that serve a cassette in place of the services it recorded."""
     own = replay_services(directory, speed, ignore)
     return {"own": own, "cassette": ReplayOptions(str(Path(directory).resolve()), speed, list(ignore))}
+
+
+CHECK_TIMEOUT_S = 3.0
+
+
+def check_target(option: str, url: str, health: str = "/health") -> None:
+    """Before anything starts: the service to record answers its health path (any status below 500)."""
+    import httpx
+    from .shared.errors import StartError
+    target = f"{url.rstrip('/')}{health}"
+    try:
+        r = httpx.get(target, timeout=CHECK_TIMEOUT_S, trust_env=False)
+    except httpx.TimeoutException as exc:
+        raise StartError(f"{option} {url}: the service accepted but did not answer {target} within "
+                         f"{CHECK_TIMEOUT_S:.0f} s ({exc.__class__.__name__}); nothing was recorded",
+                         "is it hanging or overloaded? check it answers, then record again") from None
+    except httpx.HTTPError as exc:
+        raise StartError(f"{option} {url}: {target} cannot be reached ({exc.__class__.__name__}: {exc}); "
+                         "nothing was recorded", f"is the service up? fix {option}") from None
+    if r.status_code >= 500:
+        raise StartError(f"{option} {url}: {target} answered HTTP {r.status_code}; nothing was recorded",
+                         "record while the service is healthy")
 
 
 def replay_services(directory: str, speed: float = 1.0, ignore=()) -> list[OwnService]:
@@ -186,6 +214,9 @@ def pytest_stack_kwargs(ns) -> dict:
         if not api:
             raise ConfigError(f"--simstack-record {record!r} needs the real api service",
                               "add --simstack-record-api URL (and --simstack-record-auth URL)")
+        check_target("--simstack-record-api", api)
+        if auth:
+            check_target("--simstack-record-auth", auth)
         own = [OwnService("api", url=api)] + ([OwnService("auth", url=auth)] if auth else [])
         return {"own": own, "cassette": RecordOptions.prepare(record)}
     if replay:
