@@ -415,3 +415,47 @@ def test_a_detached_recording_works_with_env_fault_and_down(staging, tmp_path):
     recorded = [(x.data["method"], x.data["path"], x.data["status"]) for x in cassette.load(out) if x.kind == "http"]
     assert ("GET", "/health", 200) in recorded and ("POST", "/auth/e2e/test-auth", 200) in recorded
     assert not [p for p in recorded if p[1] == "/api/health"]
+
+
+# ---------------------------------------------------------------- matching (the player in-process)
+
+def _ws_entry(client: dict, answer: list[dict], close: int | None = None) -> str:
+    frames = [{"dir": "in", "t_ms": 1.0, "json": client}] + [
+        {"dir": "out", "t_ms": 2.0 + i, "json": f} for i, f in enumerate(answer)]
+    return json.dumps({"kind": "ws", "service": "api", "path": "/ws", "query": "", "request": {"headers": []},
+                       "status": 101, "subprotocol": None, "frames": frames,
+                       "closed_by": "server" if close else "client", "close_code": close or 1000,
+                       "close_reason": "bye" if close else None, "duration_ms": 10.0})
+
+
+def _player(tmp_path: Path, ignore=()):
+    from starlette.testclient import TestClient
+
+    from simstack.fakes.replay import Replay
+    d = _cassette(tmp_path, [HEADER,
+                             _ws_entry({"type": "start_agent", "note": "a", "payload": {"agent_type": "optimization_agent"}},
+                                       [{"type": "agent_started"}, {"type": "agent_completed"}]),
+                             _ws_entry({"type": "start_agent", "note": "b", "payload": {"agent_type": "nonexistent_agent"}},
+                                       [{"type": "error", "error_code": "AGENT_NOT_FOUND"}], close=1008)])
+    return TestClient(Replay(str(d), "api", speed=0, ignore=ignore))   # served with --lifespan off: not entered
+
+
+def test_a_client_frame_gets_what_followed_the_closest_recorded_one(tmp_path):
+    from starlette.websockets import WebSocketDisconnect
+    with _player(tmp_path).websocket_connect("/ws") as ws:
+        ws.send_json({"type": "start_agent", "timestamp": "now", "payload": {"agent_type": "nonexistent_agent"}})
+        assert ws.receive_json()["error_code"] == "AGENT_NOT_FOUND"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 1008
+
+
+def test_fields_to_ignore_do_not_tell_recorded_frames_apart(tmp_path):
+    frame = {"type": "start_agent", "note": "b", "payload": {}}   # "note" alone points at the 1008 session
+    with _player(tmp_path).websocket_connect("/ws") as ws:
+        ws.send_json(frame)
+        assert ws.receive_json()["type"] == "error"
+    (tmp_path / "i").mkdir()
+    with _player(tmp_path / "i", ignore=["note"]).websocket_connect("/ws") as ws:
+        ws.send_json(frame)   # now equally close to both: the session this connection was welcomed by wins
+        assert [ws.receive_json()["type"], ws.receive_json()["type"]] == ["agent_started", "agent_completed"]
