@@ -17,6 +17,7 @@ Configured by environment: ``SIMSTACK_REPLAY_DIR``, ``SIMSTACK_REPLAY_SERVICE`` 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import difflib
 import itertools
@@ -36,6 +37,7 @@ HEALTH_PATH = "/__simstack_replay/health"   # simstack's own readiness check; ne
 VOLATILE = frozenset({"token", "timestamp", "thread_id", "run_id", "message_id", "request_id", "id",
                       "connection_id", "client_id", "jti", "iat", "exp"})
 NO_CLOSE = (1005, 1006, 1015)
+MIN_ECHO = 6   # shorter client values are not substituted in answers (too likely to appear by chance)
 
 
 def _query_key(query: str, ignore: frozenset) -> tuple:
@@ -58,6 +60,29 @@ def _leaves(value, prefix: str = "", ignore: frozenset = frozenset()) -> dict:
     return {prefix: value}
 
 
+def _token_kind(token: str | None) -> str:
+    """What a credential looks like (a redacted JWT still looks like a JWT): jwt, other or none."""
+    if not token:
+        return "none"
+    parts = token.split(".")
+    return "jwt" if len(parts) == 3 and all(parts[:2]) else "other"
+
+
+def credentials(headers, subprotocols: list[str], query: str) -> tuple[str, str, str]:
+    """The shape of an upgrade's credentials: Authorization, the ``jwt.`` subprotocol entry, ``?token=``."""
+    auth = next((v for k, v in headers if k.lower() == "authorization"), None)
+    bearer = auth.partition(" ")[2].strip() if auth and " " in auth else auth
+    entry = next((p[4:] for p in subprotocols if p.startswith("jwt.")), None)
+    decoded = None
+    if entry:
+        try:
+            decoded = base64.urlsafe_b64decode(entry + "=" * (-len(entry) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            decoded = entry
+    token = dict(parse_qsl(query, keep_blank_values=True)).get("token")
+    return _token_kind(bearer), _token_kind(decoded), _token_kind(token)
+
+
 def frame_type(body: dict | None) -> str | None:
     value = (body or {}).get("json")
     return value.get("type") if isinstance(value, dict) and isinstance(value.get("type"), str) else None
@@ -73,6 +98,8 @@ class Session:
         self.client = [i for i, f in enumerate(self.frames) if f["dir"] == "in"]
         self.client_leaves = {i: _leaves((self.frames[i].get("json")), ignore=ignore) for i in self.client}
         self.server_close = d.get("closed_by") == "server" and d.get("close_code") is not None
+        request = d.get("request") or {}
+        self.shape = credentials(request.get("headers") or [], request.get("subprotocols") or [], d.get("query", ""))
         self.cut = d.get("closed_by") == "cut"
 
     def answer_to(self, i: int | None) -> tuple[float, list[dict], bool]:
@@ -140,21 +167,25 @@ class Replay:
                 d = e.data
                 return ((d["method"] == method) + difflib.SequenceMatcher(None, d["path"], path).ratio()
                         + 0.5 * difflib.SequenceMatcher(None, d.get("query", ""), query).ratio())
-            best = max(self.http_all, key=score).data
+            closest = max(self.http_all, key=score)
+            best = closest.data
             near = f"{best['method']} {best['path']}" + (f"?{best['query']}" if best.get("query") else "")
-            body["near_miss"] = {"request": near, "status": best["status"],
-                                 "where": max(self.http_all, key=score).where()}
+            body["near_miss"] = {"request": near, "status": best["status"], "where": closest.where()}
             body["detail"] += f"; closest recorded request: {near}"
         return body
 
     # ------------------------------------------------------------------ WebSocket
-    def _pick(self, path: str, query: str) -> Session | None:
+    def _pick(self, path: str, query: str, shape: tuple) -> Session | None:
+        """A recorded session for this upgrade: same path, then the same credentials' shape (a refused
+        upgrade is only replayed to a request that would be refused alike), then the same query; in turn."""
         same = [s for s in self.sessions if s.data["path"] == path]
         if not same:
             return None
+        same = [s for s in same if s.shape == shape] or same
         qk = _query_key(query, self.ignore)
         exact = [s for s in same if _query_key(s.data.get("query", ""), self.ignore) == qk] or same
-        return exact[next(self.ws_turn[path]) % len(exact)]
+        key = (path, shape, qk)
+        return exact[next(self.ws_turn[key]) % len(exact)]
 
     def _best(self, text: str | None, current: Session) -> tuple[Session, int] | None:
         try:
@@ -177,7 +208,8 @@ class Replay:
     async def _ws(self, scope, receive, send):
         await receive()   # websocket.connect
         query = scope.get("query_string", b"").decode("latin-1")
-        session = self._pick(scope["path"], query)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        session = self._pick(scope["path"], query, credentials(headers, scope.get("subprotocols") or [], query))
         if session is None:
             body = json.dumps({"detail": f"no recorded WebSocket session for {scope['path']}",
                                "error_code": "NOT_RECORDED"}).encode()
@@ -203,7 +235,8 @@ class Replay:
 
         welcomed = asyncio.Event()   # answers never overtake the welcome (the server sent it first)
 
-        async def play(frames: list[dict], t0_ms: float, close: bool, s: Session, welcome: bool = False) -> None:
+        async def play(frames: list[dict], t0_ms: float, close: bool, s: Session, welcome: bool = False,
+                       echoes: tuple = ()) -> None:
             last = t0_ms
             if not welcome:
                 await welcomed.wait()
@@ -211,6 +244,9 @@ class Replay:
                 await self._wait(f["t_ms"] - last)
                 last = f["t_ms"]
                 payload = body_text(f)
+                if echoes and isinstance(payload, str):
+                    for recorded, now in echoes:
+                        payload = payload.replace(recorded, now)
                 await send({"type": "websocket.send", **({"bytes": payload} if isinstance(payload, bytes)
                                                          else {"text": payload})})
             if welcome:
@@ -224,8 +260,8 @@ class Replay:
                 await send({"type": "websocket.close", "code": code if code not in NO_CLOSE else 1000,
                             "reason": s.data.get("close_reason") or ""})
 
-        def start(frames, t0, close, s, welcome=False) -> None:
-            task = asyncio.create_task(play(frames, t0, close, s, welcome))
+        def start(frames, t0, close, s, welcome=False, echoes=()) -> None:
+            task = asyncio.create_task(play(frames, t0, close, s, welcome, echoes))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or done.set())
@@ -250,7 +286,7 @@ class Replay:
                     t_in, frames, close = s.answer_to(i)
                     if first:   # the welcome already played: not again when the answer recorded it too
                         frames, first = _without_welcome(frames, [frame_type(f) for f in welcome]), False
-                    start(frames, t_in, close, s)
+                    start(frames, t_in, close, s, echoes=_echoes(s.frames[i].get("json"), message.get("text")))
             # the recorded close was sent (or the connection is to be cut): wait for the player to finish
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -259,6 +295,22 @@ class Replay:
                 t.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _echoes(recorded, text: str | None) -> tuple:
+    """(recorded, new) pairs of the string values this client frame chose differently from the recorded one
+    (a thread_id, a request id): the server's answer echoed the recorded ones, so it echoes these instead."""
+    try:
+        now = json.loads(text) if text is not None else None
+    except (ValueError, RecursionError):
+        return ()
+    theirs, ours = _leaves(recorded), _leaves(now)
+    pairs = []
+    for path, value in theirs.items():
+        new = ours.get(path)
+        if isinstance(value, str) and isinstance(new, str) and value != new and len(value) >= MIN_ECHO:
+            pairs.append((json.dumps(value)[1:-1], json.dumps(new)[1:-1]))
+    return tuple(pairs)
 
 
 def _without_welcome(frames: list[dict], welcome: list[str | None]) -> list[dict]:

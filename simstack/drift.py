@@ -174,7 +174,7 @@ async def check_ws(e: Entry, ws_base: str, token: str | None) -> list[Row]:
 
     async def reader() -> None:
         async for data in ws:
-            served_out.append(frame_type({"json": _loads(data)}) or "<text>" if isinstance(data, str) else "<binary>")
+            served_out.append((frame_type({"json": _loads(data)}) or "<text>") if isinstance(data, str) else "<binary>")
 
     read = asyncio.create_task(reader())
     try:
@@ -230,12 +230,23 @@ def _loads(text: str):
 
 # ------------------------------------------------------------------ the whole cassette
 
+WS_AT_ONCE = 20   # WebSocket sessions replayed side by side (each takes its recorded time)
+
+
 async def _run(entries: list[Entry], target: Target) -> tuple[list[Row], list[str]]:
-    rows, notes = [], []
+    """HTTP requests one by one in cassette order; WebSocket sessions side by side meanwhile."""
+    notes, sessions = [], []
+    results: dict[int, list[Row]] = {}
+    gate = asyncio.Semaphore(WS_AT_ONCE)
+
+    async def session(i: int, e: Entry) -> None:
+        async with gate:
+            results[i] = await check_ws(e, target.ws_url, target.token)
+
     async with httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, connect=10.0),
                                  follow_redirects=False) as http:
         http.headers.clear()
-        for e in entries:
+        for i, e in enumerate(entries):
             d = e.data
             if d.get("incomplete"):
                 notes.append(f"{e.where()}: skipped, the recording is incomplete")
@@ -245,10 +256,11 @@ async def _run(entries: list[Entry], target: Target) -> tuple[list[Row], list[st
                 notes.append(f"{e.where()}: skipped {_label(d)}: no auth target (give --auth-url)")
                 continue
             if e.kind == "http":
-                rows += await check_http(http, e, base, target.token)
+                results[i] = await check_http(http, e, base, target.token)
             else:
-                rows += await check_ws(e, target.ws_url, target.token)
-    return rows, notes
+                sessions.append(asyncio.create_task(session(i, e)))
+        await asyncio.gather(*sessions)
+    return [row for i in sorted(results) for row in results[i]], notes
 
 
 def drift(directory: str, target: Target) -> tuple[list[Row], list[str], int]:

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -138,14 +139,9 @@ def add_replay_options(parser) -> None:
     g.add_argument("--replay-ignore", action="append", default=[], metavar="NAME",
                    help="a query name or frame field to ignore when matching (repeatable)")
     # set by `simstack record` (which runs `up`); not for direct use
-    parser.add_argument("--record-out", help=argparse_suppress())
-    parser.add_argument("--record-redact-header", action="append", default=[], help=argparse_suppress())
-    parser.add_argument("--record-redact-key", action="append", default=[], help=argparse_suppress())
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
+    parser.add_argument("--record-out", help=argparse.SUPPRESS)
+    parser.add_argument("--record-redact-header", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--record-redact-key", action="append", default=[], help=argparse.SUPPRESS)
 
 
 def add_record_options(parser) -> None:

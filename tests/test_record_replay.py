@@ -459,3 +459,35 @@ def test_fields_to_ignore_do_not_tell_recorded_frames_apart(tmp_path):
     with _player(tmp_path / "i", ignore=["note"]).websocket_connect("/ws") as ws:
         ws.send_json(frame)   # now equally close to both: the session this connection was welcomed by wins
         assert [ws.receive_json()["type"], ws.receive_json()["type"]] == ["agent_started", "agent_completed"]
+
+
+def test_values_the_client_chose_are_echoed_back_as_it_chose_them(tmp_path):
+    d = _cassette(tmp_path, [HEADER, _ws_entry({"type": "start_agent", "thread_id": "thread_recorded_1"},
+                                               [{"type": "agent_started", "thread_id": "thread_recorded_1"}])])
+    from starlette.testclient import TestClient
+
+    from simstack.fakes.replay import Replay
+    with TestClient(Replay(str(d), "api", speed=0)).websocket_connect("/ws") as ws:
+        ws.send_json({"type": "start_agent", "thread_id": "thread_chosen_now"})
+        assert ws.receive_json() == {"type": "agent_started", "thread_id": "thread_chosen_now"}
+
+
+def test_an_upgrade_is_refused_on_replay_only_when_its_credentials_look_like_a_refused_ones(tmp_path):
+    refused = json.dumps({"kind": "ws", "service": "api", "path": "/ws", "query": "", "status": 403, "frames": [],
+                          "request": {"headers": [["x-e2e-test", "true"]], "subprotocols": []},
+                          "response": {"headers": [], "body": {"json": {"detail": "Forbidden"}}}})
+    accepted = json.loads(_ws_entry({"type": "ping"}, [{"type": "pong"}]))
+    accepted["request"]["headers"] = [["authorization", f"Bearer a.b.{cassette.REDACTED_SIGNATURE}"]]
+    d = _cassette(tmp_path, [HEADER, refused, json.dumps(accepted)])
+    from starlette.testclient import TestClient, WebSocketDenialResponse
+
+    from simstack.fakes.replay import Replay
+    client = TestClient(Replay(str(d), "api", speed=0))
+    for _ in range(2):   # not in turn: by what the request carries
+        with client.websocket_connect("/ws", headers={"Authorization": "Bearer x.y.z"}) as ws:
+            ws.send_json({"type": "ping"})
+            assert ws.receive_json() == {"type": "pong"}
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with client.websocket_connect("/ws"):
+                pass
+        assert denied.value.status_code == 403
