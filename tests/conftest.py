@@ -1,9 +1,10 @@
 """Shared fixtures: real stacks on real sockets, one per mode and profile per session.
 
-Integration tests take ``stack`` (fast profile) and run once per available
-mode: local always, docker when an engine answers and the images are built
-(`make images`). Each test starts from healthy defaults: faults are reset
-before and after it.
+Integration tests take ``stack`` (fast profile) and run once per mode: local, and docker unless
+the test is marked ``mode_independent`` (what the stand-ins answer does not depend on how they run:
+the contract is checked once). Every test marked ``docker`` is skipped, saying why, when docker mode
+cannot run here (no engine, or images missing: `make images`); that is the one skip mechanism.
+Each test starts from healthy defaults: faults are reset before and after it.
 """
 from __future__ import annotations
 
@@ -18,16 +19,28 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost,::1")
 
 
-def _modes() -> list:
-    modes = [pytest.param("local", id="local")]
+def pytest_generate_tests(metafunc):
+    if "stack_mode" in metafunc.fixturenames:
+        modes = [pytest.param("local", id="local")]
+        if not metafunc.definition.get_closest_marker("mode_independent"):
+            modes.append(pytest.param("docker", id="docker", marks=pytest.mark.docker))
+        metafunc.parametrize("stack_mode", modes, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip every test marked ``docker`` when docker mode cannot run here, with the reason."""
+    docker_items = [item for item in items if item.get_closest_marker("docker")]
+    if not docker_items:
+        return
     try:
         from simstack.launchers.docker import engine_problem
         problem = engine_problem()
     except ImportError as exc:
         problem = str(exc)
-    marks = [pytest.mark.docker] + ([pytest.mark.skip(reason=f"docker mode unavailable: {problem}")] if problem else [])
-    modes.append(pytest.param("docker", id="docker", marks=marks))
-    return modes
+    if problem:
+        skip = pytest.mark.skip(reason=f"docker mode unavailable: {problem}")
+        for item in docker_items:
+            item.add_marker(skip)
 
 
 def pytest_sessionstart(session):
@@ -42,10 +55,13 @@ def pytest_sessionstart(session):
 def pytest_configure(config):
     config.addinivalue_line("markers", "docker: needs a Docker engine and the simstack images")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "mode_independent: runs against a local stack only (the same stand-ins "
+                                       "run in docker mode)")
 
 
-@pytest.fixture(scope="session", params=_modes())
+@pytest.fixture(scope="session")
 def stack_mode(request) -> str:
+    """local or docker (see pytest_generate_tests)."""
     return request.param
 
 

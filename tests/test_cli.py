@@ -236,16 +236,8 @@ def test_fault_ls_wraps_long_faults_at_100_columns(cli):
     assert fault_id in out and all(p in " ".join(out.split()) for p in paths), "wrapped, nothing cut"
 
 
-def _docker_problem():
-    from simstack.launchers.docker import engine_problem
-    return engine_problem()
-
-
 @pytest.mark.docker
 def test_docker_mode_up_logs_down_leaves_nothing(cli):
-    problem = _docker_problem()
-    if problem:
-        pytest.skip(f"docker mode unavailable: {problem}")
     import docker
     client = docker.from_env()
     label = {"label": "simstack.stack"}

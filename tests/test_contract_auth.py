@@ -12,6 +12,9 @@ from simstack.fakes import tokens
 from simstack.stack import Stack
 from standin_client import SUITE_SECRET, http, mint
 
+# What the stand-ins answer does not depend on how they run: checked once, against local processes.
+pytestmark = pytest.mark.mode_independent
+
 STACK_SECRET = "simstack-dev-secret"   # Stack's default jwt_secret
 CLAIMS = {"sub", "email", "permissions", "iat", "exp", "type", "iss", "jti"}
 BODY = {"email": "e2e-auth@staging.netra.test", "name": "Auth Contract", "permissions": ["read", "write", "admin"]}

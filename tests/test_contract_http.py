@@ -8,6 +8,9 @@ import pytest
 
 from standin_client import http, is_iso_utc
 
+# What the stand-ins answer does not depend on how they run: checked once, against local processes.
+pytestmark = pytest.mark.mode_independent
+
 INFO_PATHS = ["/api/agents", "/api/agents/list", "/api/discovery/agents", "/api/agents/config",
               "/api/configuration", "/api/settings", "/api/agents/status", "/api/agents/active",
               "/api/execution/status", "/api/jobs", "/api/tasks", "/api/metrics", "/api/metrics/agents",

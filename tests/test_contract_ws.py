@@ -13,6 +13,9 @@ from websockets.exceptions import InvalidStatus
 from standin_client import (AGENT_EVENTS, E2E_HEADERS, WELCOME, closed_by_server, connect_ws, is_iso_utc, mint, recv_json,
                             recv_type, run_agent, send_json, start_agent)
 
+# What the stand-ins answer does not depend on how they run: checked once, against local processes.
+pytestmark = pytest.mark.mode_independent
+
 KNOWN_AGENTS = ("supervisor_agent", "unified_data_agent", "optimization_agent")
 ANALYSIS_WORDS = ("metrics", "analysis", "insights", "patterns")
 RECOMMENDATION_WORDS = ("performance", "cost", "efficiency", "optimization", "insights")

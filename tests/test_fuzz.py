@@ -275,9 +275,8 @@ def standins(stack) -> dict:
 
 # ---------------------------------------------------------------- the test
 
-def test_hostile_frames_tokens_and_requests_never_get_a_1011_a_5xx_or_a_restart(stack, stack_mode):
-    if stack_mode != "local":
-        pytest.skip("the fuzz runs once, against local processes (the docker image runs the same code)")
+@pytest.mark.mode_independent   # once, against local processes: the docker image runs the same code
+def test_hostile_frames_tokens_and_requests_never_get_a_1011_a_5xx_or_a_restart(stack):
     rng = random.Random(SEED)
     tally = {"frames": 0, "connections": 0, "closes": {}, "tokens": 0, "upgrades": {}, "http": {}, "bodies": 0}
     before = standins(stack)

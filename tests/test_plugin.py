@@ -388,10 +388,6 @@ def test_example_suite_canned_fallback_is_caught_under_repro_1011(pytester):
 
 @pytest.mark.docker
 def test_example_suite_runs_the_same_against_a_docker_stack(pytester):
-    from simstack.launchers.docker import engine_problem
-    problem = engine_problem()
-    if problem:
-        pytest.skip(f"docker mode unavailable: {problem}")
     _example(pytester)
     docker = ["--simstack=docker", "--simstack-profile", "fast", "--simstack-require-traffic"]
     run(pytester, *docker, "--simstack-scenario", "fix-1011").assert_outcomes(passed=2)

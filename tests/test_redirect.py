@@ -33,7 +33,7 @@ from test_cli import cli  # noqa: F401  (fixture)
 from test_plugin import FAST, run
 
 API, AUTH = "api.staging.redirect-test.invalid", "auth.staging.redirect-test.invalid"
-ONLY_LOCAL = pytest.mark.parametrize("stack_mode", ["local"])   # the redirect does not depend on the mode
+ONLY_LOCAL = pytest.mark.mode_independent   # the redirect does not depend on the mode
 
 
 def _redirects(*specs: str):

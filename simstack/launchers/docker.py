@@ -84,7 +84,7 @@ def engine_problem() -> str | None:
         problems = image_problems(client)
     finally:
         client.close()
-    return f"{'; '.join(problems)} ({images.BUILD_HINT})" if problems else None
+    return f"{'; '.join(problems)}: {images.BUILD_HINT}" if problems else None
 
 
 def image_problems(client: "docker.DockerClient") -> list[str]:
