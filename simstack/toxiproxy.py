@@ -7,9 +7,11 @@ may drive several stacks at once.
 
 Known Toxiproxy behaviour (upstream issue #558, still open in v2.12.0): removing a
 latency or bandwidth toxic while it holds data for a connection whose client has
-already gone blocks the API for 5 s per stuck direction. The API timeout below is
-long enough to ride that out; the scenario runner avoids it by letting held data
-drain first (see ``drain_s``).
+already gone blocks the whole API for 5 s per stuck direction (10 s measured for a
+WebSocket upgrade held by 3 s of latency). Updating the toxic does not block, and
+once it holds nothing back, removing it does not either: ``remove`` and ``reset``
+therefore release such toxics (no delay, unlimited rate) before deleting them.
+The scenario runner also lets held data drain first (see ``drain_s``).
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ def drain_s(faults: list[Fault]) -> float:
     """How long data may sit inside these faults' toxics (latency + jitter)."""
     return max(((f.params["latency_ms"] + f.params["jitter_ms"]) / 1000 for f in faults if f.kind == "latency"),
                default=0.0)
+
+
+# Attributes that make a holding toxic hold nothing, so removing it cannot block (#558).
+_RELEASED = {"latency": {"latency": 0, "jitter": 0}, "bandwidth": {"rate": 1_000_000_000}}
 
 
 def _toxic_name(kind: str, fault_id: str) -> str:
@@ -85,8 +91,11 @@ class Toxiproxy:
     def remove(self, kind: str, target: str, fault_id: str) -> None:
         if kind == "proxy_down":
             self.set_enabled(target, True)
-        else:
-            self._call("DELETE", f"/proxies/{target}/toxics/{_toxic_name(kind, fault_id)}")
+            return
+        path = f"/proxies/{target}/toxics/{_toxic_name(kind, fault_id)}"
+        if kind in _RELEASED:
+            self._call("POST", path, json={"attributes": _RELEASED[kind]})
+        self._call("DELETE", path)
 
     def faults(self) -> list[dict]:
         """The network faults in force, in FaultControl.list's form."""
@@ -102,7 +111,11 @@ class Toxiproxy:
         return out
 
     def reset(self) -> None:
-        """Enable every proxy and remove every toxic."""
+        """Enable every proxy and remove every toxic (holding ones released first, see #558 above)."""
+        for name, proxy in self.proxies().items():
+            for t in proxy.get("toxics", []):
+                if t.get("type") in _RELEASED:
+                    self._call("POST", f"/proxies/{name}/toxics/{t['name']}", json={"attributes": _RELEASED[t["type"]]})
         self._call("POST", "/reset")
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ FIGURES = (
     "gateway_ws_clients", "gateway_memory_1000_mb",
     "report_1000_s", "report_1000_bytes",                                                # 8 HTML report
     "record_http_added_p50_ms", "replay_http_rps", "replay_http_p50_ms",                 # 9 record, replay
+    "fault_rm_held_latency_s",                                                           # 10 fault rm (#558)
 )
 
 
