@@ -80,12 +80,27 @@ def test_unknown_scenario_name_lists_the_shipped_ones():
     assert "repro-1012" in str(err.value) and "repro-1011" in str(err.value)
 
 
-def test_bad_fault_in_a_scenario_applies_nothing(stack):
-    data = {"name": "half", "faults": [{"kind": "race_on_accept"}, {"kind": "latency", "params": {"latency_ms": -5}}]}
-    with pytest.raises(ConfigError):
-        scenario = parse_scenario(data, "half.yaml")
-        stack.faults.apply(scenario.faults)
-    assert stack.faults.list() == []
+def test_a_scenario_whose_applying_fails_part_way_leaves_nothing_applied():
+    """The file is valid, so applying starts; the third fault is refused by Toxiproxy (its proxy is
+    gone), after a network and a protocol fault were applied: both must be rolled back."""
+    from simstack.shared.errors import SimstackError
+    from simstack.stack import Stack
+    from simstack.toxiproxy import Toxiproxy
+    scenario = parse_scenario({"name": "half", "faults": [
+        {"kind": "latency", "target": "api", "params": {"latency_ms": 5}, "id": "net"},
+        {"kind": "lost_events", "id": "proto"},
+        {"kind": "latency", "target": "ws", "params": {"latency_ms": 5}, "id": "refused"}]}, "half.yaml")
+    with Stack(mode="local", profile="fast") as stack:
+        toxi = Toxiproxy(stack.endpoints.toxiproxy_url)
+        try:
+            toxi._call("DELETE", "/proxies/ws")
+            with pytest.raises(SimstackError) as err:
+                run_scenario(scenario, stack)
+            assert "/proxies/ws/toxics" in str(err.value)
+            assert stack.faults.list() == [], "what was applied before the failure is rolled back"
+            assert all(not p["toxics"] for p in toxi.proxies().values())
+        finally:
+            toxi.close()
 
 
 def test_fault_batch_rejected_by_a_standin_rolls_back_what_was_applied(stack):
