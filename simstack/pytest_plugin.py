@@ -488,8 +488,12 @@ def _begin(config: pytest.Config, ns: Any) -> None:
         session.start(config)   # stops whatever it started before re-raising
     except KeyboardInterrupt:   # Ctrl-C or SIGTERM during start-up: one line, pytest's "interrupted" code
         sys.stderr.write("simstack: interrupted while starting the stack; everything it started is stopped\n")
+        sys.stdout.flush()
         sys.stderr.flush()
-        raise SystemExit(int(pytest.ExitCode.INTERRUPTED)) from None
+        # Everything started is stopped and no session ran, so leave now. Not SystemExit: on Python 3.11 a
+        # KeyboardInterrupt raised inside exec() (dataclasses and namedtuple use it while modules import)
+        # marks the process, and the interpreter then ends itself with SIGINT (-2) whatever the exit code.
+        os._exit(int(pytest.ExitCode.INTERRUPTED))
     config.stash[_SESSION] = session
     _record_timeline(config, session, ns)
 

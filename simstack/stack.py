@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import atexit
 import secrets
+import signal
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -121,9 +123,11 @@ class Stack:
         if self.cassette is not None:
             env.update(self.cassette.env())
         from .launchers.base import LaunchSpec
-        self.launcher = _launcher(self.mode)
         atexit.register(self.stop)
+        signals = _StartSignals()
         try:
+            signals.install()
+            self.launcher = _launcher(self.mode)
             launched = self.launcher.start(LaunchSpec(self.id, env, self.ports, self.toxiproxy_port, self.own,
                                                       self.startup_timeout))
             self.upstreams = launched.upstreams
@@ -135,9 +139,12 @@ class Stack:
             self.faults = FaultControl(self.endpoints)
             self._wait_ready()
             self.faults.publish_urls()
+            signals.check()
         except BaseException:
             self.stop()
             raise
+        finally:
+            signals.restore()
         self.startup_s = time.perf_counter() - t0
         return self
 
@@ -195,6 +202,43 @@ class Stack:
     def timeline(self, label: str | None = None) -> list[dict]:
         """What each request and connection went through (optionally only those of ``label``)."""
         return self.faults.timeline(label=label)[0]
+
+
+class _StartSignals:
+    """While a stack starts (main thread only), SIGINT, and SIGTERM left at its default, raise
+    KeyboardInterrupt so the start stops what it started. A signal handled where Python ignores
+    exceptions, such as logging's at-fork callback inside ``subprocess.Popen``, is remembered and
+    raised by ``check()``: without it, a Ctrl-C landing there was lost and the start went on."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._saved: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old = signal.getsignal(sig)
+            if old is signal.SIG_IGN or old is None or (sig == signal.SIGINT and old is signal.SIG_DFL):
+                continue   # ignored, not ours to change
+            self._saved[sig] = old
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        old = self._saved.get(signum)
+        if callable(old) and old is not signal.default_int_handler:
+            old(signum, frame)   # the caller's own handler (e.g. the CLI's or the plugin's) has its say first
+        raise KeyboardInterrupt(f"signal {signum} during start-up")
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {self.received} during start-up")
+
+    def restore(self) -> None:
+        saved, self._saved = self._saved, {}
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def mint_token(endpoints: Endpoints, email: str = DEFAULT_EMAIL, bypass_key: str | None = None) -> str:

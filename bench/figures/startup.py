@@ -8,6 +8,7 @@ with like.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from simstack.launchers.local import _die_with_parent, bind
+from simstack.launchers.local import _die_with, bind
 from simstack.stack import Stack
 
 from .. import floor
@@ -50,7 +51,7 @@ def floor_local() -> float:
                              "--log-level", "warning", "--no-access-log"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                             pass_fds=(sock.fileno(),), cwd=ROOT, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with(os.getpid()))
     sock.close()
     try:
         _probe_until_ok(f"http://127.0.0.1:{port}{floor.PATH}", lambda: proc.poll() is None,

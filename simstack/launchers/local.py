@@ -32,11 +32,17 @@ SECRET_ENV = (ENV_BYPASS_KEY, ENV_JWT_SECRET, "SIMSTACK_BYPASS_KEY")
 _RUN_BY_HAND = "the log above says why; `python -m simstack.fakes.serve simstack.fakes.api:app --port 8000` runs a stand-in by hand"
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+def _die_with(parent: int):
+    """preexec_fn: SIGTERM this child when ``parent`` dies, and exit at once if it already has (a parent
+    SIGKILLed between fork and prctl would otherwise leave the child running for good)."""
+    def preexec() -> None:
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -99,7 +105,7 @@ class LocalLauncher:
         try:
             self.procs[name] = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                pass_fds=pass_fds, cwd=ROOT, start_new_session=True, preexec_fn=_die_with_parent)
+                pass_fds=pass_fds, cwd=ROOT, start_new_session=True, preexec_fn=_die_with(os.getpid()))
         finally:
             log.close()
 

@@ -1,0 +1,112 @@
+"""Start-up interrupted at seeded points with SIGINT, SIGTERM or SIGKILL, for the CLI (`simstack up`)
+and the plugin (`pytest --simstack=local`): after the next command (or session) nothing remains: no
+process, no `$TMPDIR/simstack-*` directory, no record or log. SIGINT and SIGTERM never end in a
+traceback; the plugin exits with pytest's "interrupted" code. Bounded: 12 cases, ~15-30 s."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+SEED = 9
+SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL")
+SIMSTACK = [sys.executable, "-m", "simstack.cli"]
+HOLD = "import time\n\ndef test_hold(simstack):\n    time.sleep(60)\n"
+
+
+_rng = random.Random(SEED)   # seconds after the stack's temporary directory appears (its launcher is starting)
+CLI_CASES = [(sig, round(_rng.uniform(0.0, 0.6), 3)) for sig in SIGNALS for _ in range(2)]
+PLUGIN_CASES = [(sig, round(_rng.uniform(0.0, 0.6), 3)) for sig in SIGNALS for _ in range(2)]
+
+
+def _marked(marker: str) -> list[int]:
+    needle = f"SIMSTACK_KILL_TEST={marker}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if needle in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """An environment of its own: TMPDIR, state directory, and a marker every child inherits."""
+    (tmp_path / "tmp").mkdir()
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "SIMSTACK_STATE_DIR": str(tmp_path / "state"),
+           "SIMSTACK_KILL_TEST": marker, "NO_PROXY": "127.0.0.1,localhost", "PYTHONDONTWRITEBYTECODE": "1"}
+    return tmp_path, env, marker
+
+
+def _interrupt(argv: list[str], env: dict, cwd: Path, sig: str, after_s: float) -> tuple[subprocess.Popen, str]:
+    tmp = Path(env["TMPDIR"])
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not list(tmp.glob("simstack-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"ended before its stack started: {proc.communicate()[0]}"
+    time.sleep(after_s)
+    proc.send_signal(getattr(signal, sig))
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, out
+
+
+def _leftovers(tmp_path: Path, marker: str) -> dict:
+    deadline = time.monotonic() + 10   # children of a SIGKILLed parent get SIGTERM and take a moment
+    while _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = tmp_path / "state"
+    return {"processes": _marked(marker), "temp dirs": sorted(p.name for p in (tmp_path / "tmp").iterdir()),
+            "records": sorted(p.name for p in state.iterdir()) if state.exists() else []}
+
+
+NOTHING = {"processes": [], "temp dirs": [], "records": []}
+
+
+@pytest.mark.parametrize("sig, after_s", CLI_CASES, ids=[f"{s}-{p}s" for s, p in CLI_CASES])
+def test_interrupted_simstack_up_leaves_nothing_after_the_next_command(sandbox, sig, after_s):
+    tmp_path, env, marker = sandbox
+    proc, out = _interrupt([*SIMSTACK, "up", "--profile", "fast"], env, tmp_path, sig, after_s)
+    if sig != "SIGKILL":
+        assert "Traceback" not in out, out
+    nxt = subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in nxt.stdout + nxt.stderr
+    assert _leftovers(tmp_path, marker) == NOTHING, out
+
+
+@pytest.mark.parametrize("sig, after_s", PLUGIN_CASES, ids=[f"{s}-{p}s" for s, p in PLUGIN_CASES])
+def test_interrupted_plugin_start_up_leaves_nothing_after_the_next_session(sandbox, sig, after_s):
+    tmp_path, env, marker = sandbox
+    (tmp_path / "test_hold.py").write_text(HOLD)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--simstack=local",
+            "--simstack-profile", "fast", "test_hold.py"]
+    proc, out = _interrupt(argv, env, tmp_path, sig, after_s)
+    if sig != "SIGKILL":
+        assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+        assert "Traceback (most recent call last)" not in out, out
+        if "simstack: interrupted while starting" in out:   # the signal landed during start-up
+            assert "KeyboardInterrupt" not in out, out
+    # the next session (a stack start) or command removes what a killed one left
+    (tmp_path / "test_hold.py").write_text("def test_ok(simstack):\n    pass\n")
+    if sig == "SIGKILL":
+        nxt = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert nxt.returncode == 0, nxt.stdout + nxt.stderr
+    else:
+        subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert _leftovers(tmp_path, marker) == NOTHING, out
