@@ -312,3 +312,27 @@ def test_a_start_up_killed_with_sigkill_leaves_nothing_the_next_command_does_not
     proc.wait()
     cli("status", check=False)
     assert list(tmp.iterdir()) == [], "the next command removes the killed start-up's temporary directory"
+
+
+@pytest.mark.docker
+def test_status_removes_containers_whose_owner_died(cli):
+    problem = _docker_problem()
+    if problem:
+        pytest.skip(f"docker mode unavailable: {problem}")
+    from simstack import images
+    from simstack.launchers.docker import LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_STACK, docker_client
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    client = docker_client()
+    labels = {LABEL_STACK: "orphan0001", LABEL_OWNER_PID: str(gone.pid), LABEL_OWNER_HOST: socket.gethostname()}
+    container = client.containers.create(images.toxiproxy_image(), labels=labels, name=f"simstack-orphan-{gone.pid}")
+    try:
+        cli("status", check=False)
+        remaining = client.containers.list(all=True, filters={"label": f"{LABEL_STACK}=orphan0001"})
+        assert remaining == [], "status removes what a dead owner left"
+    finally:
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass
+        client.close()

@@ -110,3 +110,45 @@ def test_interrupted_plugin_start_up_leaves_nothing_after_the_next_session(sandb
     else:
         subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert _leftovers(tmp_path, marker) == NOTHING, out
+
+
+def _docker():
+    from simstack.launchers.docker import docker_client, engine_problem
+    problem = engine_problem()
+    if problem:
+        pytest.skip(f"docker mode unavailable: {problem}")
+    return docker_client()
+
+
+def _owned_by(client, pid: int) -> list[str]:
+    owner = {"label": f"simstack.owner_pid={pid}"}
+    return ([c.name for c in client.containers.list(all=True, filters=owner)]
+            + [n.name for n in client.networks.list(filters=owner)])
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_interrupted_docker_start_leaves_no_container_after_the_next_command(sandbox, sig):
+    client = _docker()
+    tmp_path, env, _ = sandbox
+    proc = subprocess.Popen([*SIMSTACK, "up", "--mode", "docker", "--profile", "fast"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _owned_by(client, proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(random.Random(f"{SEED}{sig}").uniform(0.0, 0.3))   # while containers are being created
+        proc.send_signal(getattr(signal, sig))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig != "SIGKILL":
+        assert "Traceback" not in out, out
+    subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        assert _owned_by(client, proc.pid) == [], out
+    finally:
+        client.close()
