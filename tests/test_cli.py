@@ -27,7 +27,12 @@ SIMSTACK = [sys.executable, "-m", "simstack.cli"]
 
 def stack_processes(stack_id: str) -> list[int]:
     """Every process on this machine that belongs to the stack (by its environment marker)."""
-    marker = f"SIMSTACK_STACK_ID={stack_id}".encode()
+    return processes_with_env("SIMSTACK_STACK_ID", stack_id)
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Every process on this machine whose environment has ``name=value`` (children inherit it)."""
+    marker = f"{name}={value}".encode()
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():

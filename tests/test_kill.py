@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from test_cli import processes_with_env
+
 SEED = 9
 SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL")
 SIMSTACK = [sys.executable, "-m", "simstack.cli"]
@@ -27,16 +29,7 @@ PLUGIN_CASES = [(sig, round(_rng.uniform(0.0, 0.6), 3)) for sig in SIGNALS for _
 
 
 def _marked(marker: str) -> list[int]:
-    needle = f"SIMSTACK_KILL_TEST={marker}".encode()
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
+    return processes_with_env("SIMSTACK_KILL_TEST", marker)
 
 
 @pytest.fixture
@@ -49,16 +42,20 @@ def sandbox(tmp_path):
     return tmp_path, env, marker
 
 
-def _interrupt(argv: list[str], env: dict, cwd: Path, sig: str, after_s: float) -> tuple[subprocess.Popen, str]:
+def _interrupt(argv: list[str], env: dict, cwd: Path, sig: str, after_s: float,
+               started=None) -> tuple[subprocess.Popen, str]:
+    """Run ``argv``, wait until ``started(proc)`` (default: its stack's temporary directory exists),
+    then ``after_s`` more, send ``sig``; the process and its output once it ended."""
     tmp = Path(env["TMPDIR"])
+    started = started or (lambda proc: list(tmp.glob("simstack-*")))
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while not list(tmp.glob("simstack-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, f"ended before its stack started: {proc.communicate()[0]}"
-    time.sleep(after_s)
-    proc.send_signal(getattr(signal, sig))
     try:
+        deadline = time.monotonic() + 60
+        while not started(proc) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, f"ended before its stack started: {proc.communicate()[0]}"
+        time.sleep(after_s)
+        proc.send_signal(getattr(signal, sig))
         out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -131,20 +128,9 @@ def _owned_by(client, pid: int) -> list[str]:
 def test_interrupted_docker_start_leaves_no_container_after_the_next_command(sandbox, sig):
     client = _docker()
     tmp_path, env, _ = sandbox
-    proc = subprocess.Popen([*SIMSTACK, "up", "--mode", "docker", "--profile", "fast"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _owned_by(client, proc.pid) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(random.Random(f"{SEED}{sig}").uniform(0.0, 0.3))   # while containers are being created
-        proc.send_signal(getattr(signal, sig))
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, out = _interrupt([*SIMSTACK, "up", "--mode", "docker", "--profile", "fast"], env, tmp_path, sig,
+                           random.Random(f"{SEED}{sig}").uniform(0.0, 0.3),   # while containers are created
+                           started=lambda p: _owned_by(client, p.pid))
     if sig != "SIGKILL":
         assert "Traceback" not in out, out
     subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
