@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 
+import httpcore._sync.http11  # noqa: F401  (see below)
 import pytest
 
 from simstack.stack import Stack
+
+# httpx imports its HTTP/1.1 machinery on the first request. pytester unloads every module first
+# imported during a test that uses it, so a first request made inside such a test (in-process) left
+# two copies of httpcore's exception classes: httpx stopped mapping them, and every later stack
+# start failed on the normal "not listening yet" reset. Imported here, it is never unloaded.
 
 pytest_plugins = ["pytester"]
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
