@@ -39,6 +39,10 @@ class _Conn:
         return (self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
                 and not self.writer.is_closing())
 
+    def closed_by_upstream(self) -> bool:
+        """The upstream closed it while it sat idle (e.g. its keep-alive timeout): not to be used again."""
+        return self.reader.at_eof() or self.writer.is_closing()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -82,6 +86,8 @@ class Upstream:
             headers.append((b"transfer-encoding", b"chunked"))
         request = h11.Request(method=method, target=target, headers=headers)
         while True:
+            while self._idle and self._idle[-1].closed_by_upstream():
+                self._idle.pop().close()   # a request with a body could not be retried on another one
             pooled = bool(self._idle)
             conn = self._idle.pop() if pooled else await self._connect()
             started = [False]

@@ -302,3 +302,17 @@ async def test_the_timeline_records_forwarded_traffic_as_a_stand_in_does(stack, 
     ws_rec = by_kind["ws"]
     assert ws_rec["status"] == 101 and ws_rec["user_id"] == "e2e-user-1"
     assert ws_rec["frames_out"] == ["hello", *AGENT_EVENTS] and ws_rec["frames_in"] == ["start_agent"]
+
+
+def test_a_request_with_a_body_after_the_upstream_closed_an_idle_connection_is_answered():
+    """The upstream closes keep-alive connections idle for 1 s; the gateway must not send the next request
+    (with a body, which it cannot replay) on one of those: it got a 502 before."""
+    cmd = UPSTREAM_CMD + " --timeout-keep-alive 1"
+    with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=cmd)]) as s, \
+            httpx.Client(base_url=s.endpoints.api_url, trust_env=False, timeout=5) as client:
+        assert client.get("/health").status_code == 200
+        import time
+        time.sleep(1.5)
+        r = client.post("/echo", json={"after": "idle"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["body"]) == {"after": "idle"}
