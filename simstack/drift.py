@@ -18,7 +18,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .cassette import REDACTED, REDACTED_SIGNATURE, Entry, body_bytes, body_text, load
+from .cassette import REDACTED_SIGNATURE, Entry, body_bytes, body_text, load
 from .fakes.replay import frame_type
 
 SLACK_S = 3.0          # how much longer than recorded a target may take to answer or close
@@ -82,10 +82,9 @@ def compare_json(where: str, recorded, served) -> list[Row]:
 # ------------------------------------------------------------------ requests, with fresh secrets
 
 def _fresh(name: str, value: str, token: str | None) -> str:
-    if token is None:
-        return value
-    low = name.lower()
-    if low in ("authorization", "proxy-authorization") and (REDACTED_SIGNATURE in value or REDACTED in value):
+    """A redacted JWT gets ``token`` in its place; a redacted credential that was not a JWT stays
+    ``<redacted>``, still not a JWT, as recorded (a suite's "refused without a valid token" case)."""
+    if token is not None and name.lower() in ("authorization", "proxy-authorization") and REDACTED_SIGNATURE in value:
         return f"{value.partition(' ')[0]} {token}"
     return value
 
@@ -99,7 +98,7 @@ def _subprotocols(offered: list[str], token: str | None) -> list[str]:
                 decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
             except (ValueError, UnicodeDecodeError):
                 decoded = ""
-            if REDACTED_SIGNATURE in decoded or REDACTED in p:
+            if REDACTED_SIGNATURE in decoded:
                 p = "jwt." + base64.urlsafe_b64encode(token.encode()).rstrip(b"=").decode()
         out.append(p)
     return out
@@ -109,7 +108,7 @@ def _query(query: str, token: str | None) -> str:
     if not query or token is None:
         return query
     from urllib.parse import parse_qsl, urlencode
-    return urlencode([(k, token if (REDACTED_SIGNATURE in v or v == REDACTED) else v)
+    return urlencode([(k, token if REDACTED_SIGNATURE in v else v)
                       for k, v in parse_qsl(query, keep_blank_values=True)])
 
 

@@ -491,3 +491,10 @@ def test_an_upgrade_is_refused_on_replay_only_when_its_credentials_look_like_a_r
             with client.websocket_connect("/ws"):
                 pass
         assert denied.value.status_code == 403
+
+
+def test_drift_puts_a_fresh_token_only_where_a_jwt_was_redacted():
+    from simstack.drift import _fresh
+    assert _fresh("Authorization", f"Bearer a.b.{cassette.REDACTED_SIGNATURE}", "fresh") == "Bearer fresh"
+    # a suite's "not a JWT" case stays not a JWT, so the target refuses it as it was refused when recorded
+    assert _fresh("Authorization", "Bearer <redacted>", "fresh") == "Bearer <redacted>"
