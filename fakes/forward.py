@@ -30,6 +30,29 @@ class UpstreamError(Exception):
         self.started = started
 
 
+class _Replayable:
+    """A request body that can be sent again from its start: the chunks already read are kept
+    (up to ``limit`` bytes; a longer body is not replayable once past it)."""
+
+    def __init__(self, source: AsyncIterator[bytes], limit: int = 8 * 1024 * 1024):
+        self.source, self.kept, self.size, self.limit = source, [], 0, limit
+        self.complete = True      # every chunk read so far is kept
+
+    def __aiter__(self):
+        return self._chunks()
+
+    async def _chunks(self):
+        for chunk in list(self.kept):
+            yield chunk
+        async for chunk in self.source:
+            self.size += len(chunk)
+            if self.size <= self.limit:
+                self.kept.append(chunk)
+            else:
+                self.complete = False
+            yield chunk
+
+
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
@@ -78,24 +101,26 @@ class Upstream:
                       send: Callable[[dict], Awaitable[None]]) -> None:
         """Send one request upstream and stream its response to the ASGI ``send``.
 
-        A pooled connection the upstream closed while idle is retried once on a new one when no
-        body was sent and nothing was received; any other failure raises UpstreamError."""
+        A pooled connection the upstream closed while it sat idle (servers close idle keep-alive
+        connections: uvicorn after 5 s) is skipped when the close has already arrived, and otherwise
+        retried on another connection, with the body sent so far replayed, as long as no response
+        had started; any other failure raises UpstreamError."""
         headers = [(k, v) for k, v in headers if k not in HOP_BY_HOP]
         headers.insert(0, (b"host", self.authority))
         if body is not None and not any(k == b"content-length" for k, _ in headers):
             headers.append((b"transfer-encoding", b"chunked"))
         request = h11.Request(method=method, target=target, headers=headers)
+        replayable = _Replayable(body) if body is not None else None
         while True:
-            while self._idle and self._idle[-1].closed_by_upstream():
-                self._idle.pop().close()   # a request with a body could not be retried on another one
-            pooled = bool(self._idle)
-            conn = self._idle.pop() if pooled else await self._connect()
+            conn = self._pooled()
+            pooled = conn is not None
+            conn = conn or await self._connect()
             started = [False]
             try:
-                await self._exchange(conn, request, body, send, started)
+                await self._exchange(conn, request, replayable, send, started)
             except (OSError, h11.ProtocolError, asyncio.IncompleteReadError, UpstreamError) as exc:
                 conn.close()
-                if pooled and body is None and not started[0]:
+                if pooled and not started[0] and (replayable is None or replayable.complete):
                     continue              # went stale while idle: once more, on another connection
                 raise UpstreamError(f"{exc.__class__.__name__}: {exc}", started[0]) from None
             except BaseException:
@@ -103,6 +128,15 @@ class Upstream:
                 raise
             self._release(conn)
             return
+
+    def _pooled(self) -> _Conn | None:
+        """An idle connection the upstream has not closed meanwhile, if there is one."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed_by_upstream():
+                return conn
+            conn.close()
+        return None
 
     @staticmethod
     async def _exchange(conn: _Conn, request: h11.Request, body, send, started: list) -> None:

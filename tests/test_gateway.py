@@ -306,7 +306,7 @@ async def test_the_timeline_records_forwarded_traffic_as_a_stand_in_does(stack, 
 
 def test_a_request_with_a_body_after_the_upstream_closed_an_idle_connection_is_answered():
     """The upstream closes keep-alive connections idle for 1 s; the gateway must not send the next request
-    (with a body, which it cannot replay) on one of those: it got a 502 before."""
+    (with a body) on one of those: it got a 502 before."""
     cmd = UPSTREAM_CMD + " --timeout-keep-alive 1"
     with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=cmd)]) as s, \
             httpx.Client(base_url=s.endpoints.api_url, trust_env=False, timeout=5) as client:
