@@ -159,6 +159,9 @@ def stack_kwargs(args) -> dict:
         if getattr(args, "api_url", None) or getattr(args, "api_cmd", None) or getattr(args, "record_out", None):
             raise ConfigError("--replay serves the cassette in place of the recorded services",
                               "drop --api-url/--api-cmd (and --auth-*) when replaying")
+        if getattr(args, "mode", "local") == "docker":
+            raise ConfigError(f"--replay {args.replay!r} runs in local mode only (the cassette player is a local "
+                              "process behind the gateway)", "use --mode local (or auto)")
         kw.update(replaying(args.replay, args.replay_speed, args.replay_ignore))
     if getattr(args, "record_out", None):
         kw["cassette"] = RecordOptions(args.record_out, args.record_redact_header, args.record_redact_key)
