@@ -398,6 +398,9 @@ class SimstackSession:
         stack, self.stack = self.stack, None
         if stack is not None:
             stack.stop()   # an attached stack keeps running
+            recorded = self.options.stack_kwargs.get("cassette")
+            if hasattr(recorded, "finish"):   # --simstack-record: what was written, once nothing writes any more
+                sys.stderr.write(f"simstack: {recorded.finish()}\n")
         self._restore_sigterm()
 
     def _trap_sigterm(self) -> None:

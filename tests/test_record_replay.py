@@ -87,6 +87,7 @@ def test_a_suite_recorded_against_pretend_staging_passes_against_the_replay_with
         "--simstack-record-auth", e.auth_url, "--simstack-require-traffic", "--junitxml=recorded.xml", timeout=180)
     pretend_staging.stop()
     recorded.assert_outcomes(passed=2)
+    assert f"simstack: cassette {out}: 4 file(s), 3 HTTP exchange(s), 1 WebSocket session(s)" in recorded.errlines
     names = sorted(p.name for p in out.iterdir())
     # the conftest's import-time health probe (before any test), simstack's token, one file per test
     assert names == ["session.jsonl", "simstack.jsonl", "test_staging.py_test_agent_run_reports_all_events.jsonl",
