@@ -10,7 +10,7 @@ Public names are re-exported here, loaded on first use: the stand-ins import
 from importlib import import_module
 
 _EXPORTS = {
-    "Stack": "stack", "FaultControl": "stack", "Endpoints": "endpoints", "Fault": "shared.faults",
+    "Stack": "stack", "FaultControl": "fault_control", "Endpoints": "endpoints", "Fault": "shared.faults",
     "KINDS": "shared.faults", "Trigger": "shared.triggers", "load_scenario": "scenarios", "run_scenario": "scenarios",
     "SimstackError": "shared.errors", "ConfigError": "shared.errors", "StartError": "shared.errors",
     "PortInUse": "shared.errors", "NoDockerEngine": "shared.errors", "NotRunning": "shared.errors",
