@@ -66,7 +66,7 @@ def floor_docker() -> float:
     from testcontainers.core.container import DockerContainer
 
     from simstack import images
-    from simstack.launchers.docker import LOOPBACK, _configure_testcontainers
+    from simstack.launchers.docker.engine import LOOPBACK, _configure_testcontainers
 
     _configure_testcontainers()
     source = Path(floor.__file__).read_text()
