@@ -18,7 +18,7 @@ from .services import TOXIPROXY_PORT_OPTION, port_option
 from .shared.constants import DEFAULT_EMAIL, MODES, NO_PROXY, PROFILES
 from .shared.errors import NotRunning, SimstackError
 from .shared.faults import KINDS, Fault
-from .stack import FaultControl, Stack
+from .stack import FaultControl, Stack, launcher_class
 from .terminal import fit
 from . import own, recording, report, state
 
@@ -398,15 +398,7 @@ def cmd_env(args) -> int:
 
 def cmd_logs(args) -> int:
     rec = state.find_record(args.id)
-    if rec["mode"] == "local":
-        path = os.path.join(rec["log_dir"], f"{args.service}.log")
-        if not os.path.exists(path):
-            raise SimstackError(f"stack {rec['id']} has no {args.service} log at {path}",
-                                "is the stack still running? `simstack status`")
-        print(open(path, errors="replace").read(), end="")
-    else:
-        from .launchers.docker import container_logs
-        print(container_logs(rec["id"], args.service), end="")
+    print(launcher_class(rec["mode"]).attach(rec).logs(args.service), end="")
     return 0
 
 

@@ -31,14 +31,19 @@ from .toxiproxy import Toxiproxy
 from .wait import NotReady, UntilAnswers
 
 
-def _launcher(mode: str):
+def launcher_class(mode: str):
+    """The launcher of ``local`` or ``docker`` mode."""
     if mode == "local":
         from .launchers.local import LocalLauncher
-        return LocalLauncher()
+        return LocalLauncher
     if mode == "docker":
         from .launchers.docker import DockerLauncher
-        return DockerLauncher()
+        return DockerLauncher
     raise ConfigError(f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+
+
+def _launcher(mode: str):
+    return launcher_class(mode)()
 
 
 def resolve_mode(mode: str) -> tuple[str, str | None]:

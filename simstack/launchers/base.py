@@ -34,7 +34,7 @@ class Launcher(Protocol):
         """The host port a client uses, given the listen address Toxiproxy reported."""
 
     def logs(self, service: str) -> str:
-        """Log text of ``api``, ``auth`` or ``toxiproxy``."""
+        """Log text of ``api``, ``auth`` or ``toxiproxy`` (the CLI reads a detached stack's through ``attach``)."""
 
     def stop(self) -> None:
         """Stop everything this launcher started. Safe to call twice."""

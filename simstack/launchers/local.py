@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 from .. import resources
-from ..shared.errors import PortInUse, StartError
+from ..shared.errors import PortInUse, SimstackError, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_PORT_OPTION, port_option, toxiproxy_env
 from ..shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
 from ..state import private_tempdir
@@ -99,6 +99,14 @@ class LocalLauncher:
         self._owns_log_dir = log_dir is None   # a temporary one goes away with the stack
         self.log_dir = Path(log_dir) if log_dir else private_tempdir()
         self.procs: dict[str, subprocess.Popen] = {}
+        self.attached_to: str | None = None   # the id of a stack another process runs (see attach)
+
+    @classmethod
+    def attach(cls, record: dict) -> "LocalLauncher":
+        """The launcher of a running stack that another process started (its record): for its logs."""
+        launcher = cls(log_dir=record["log_dir"])
+        launcher.attached_to = record["id"]
+        return launcher
 
     def _spawn(self, name: str, argv: list[str], env: dict, pass_fds=()) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")
@@ -177,8 +185,14 @@ class LocalLauncher:
         return {name: p.poll() is None for name, p in self.procs.items()}
 
     def logs(self, service: str) -> str:
+        """A service's log; "" while it has none, or an error naming the file for an attached stack."""
         path = self.log_dir / f"{service}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        if path.exists():
+            return path.read_text(errors="replace")
+        if self.attached_to:
+            raise SimstackError(f"stack {self.attached_to} has no {service} log at {path}",
+                                "is the stack still running? `simstack status`")
+        return ""
 
     def stop(self) -> None:
         procs, self.procs = list(self.procs.values()), {}

@@ -8,8 +8,8 @@ owner died can be found and removed by :func:`reap_orphans`.
 The images come from ``simstack images build`` (names in :mod:`simstack.images`); nothing is ever pulled.
 """
 from .engine import LOOPBACK, check_own_image, docker_client, engine_problem, image_problems
-from .launcher import DockerLauncher, container_logs
+from .launcher import DockerLauncher
 from .reaping import LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_STACK, reap_orphans
 
 __all__ = ["DockerLauncher", "LABEL_OWNER_HOST", "LABEL_OWNER_PID", "LABEL_OWNER_START", "LABEL_STACK", "LOOPBACK",
-           "check_own_image", "container_logs", "docker_client", "engine_problem", "image_problems", "reap_orphans"]
+           "check_own_image", "docker_client", "engine_problem", "image_problems", "reap_orphans"]

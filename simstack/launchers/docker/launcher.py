@@ -40,6 +40,14 @@ class DockerLauncher:
         self._containers: dict[str, DockerContainer] = {}  # "api" | "auth" | "toxiproxy"
         self._host_ports: dict[int, int] = {}              # Toxiproxy container port -> host port
         self._client: docker.DockerClient | None = None    # kept for alive(): one call per poll
+        self.attached_to: str | None = None                # the id of a stack another process runs
+
+    @classmethod
+    def attach(cls, record: dict) -> "DockerLauncher":
+        """The launcher of a running stack that another process started (its record): for its logs."""
+        launcher = cls()
+        launcher.attached_to = record["id"]
+        return launcher
 
     # --- Launcher protocol ---------------------------------------------------------------------
 
@@ -101,6 +109,9 @@ class DockerLauncher:
         return {name: cid in running for cid, name in ids.items()}
 
     def logs(self, service: str) -> str:
+        """A container's log; "" before it exists, or an error for a missing one of an attached stack."""
+        if self.attached_to:
+            return _attached_logs(self.attached_to, service)
         container = self._containers.get(service)
         if container is None or container._container is None:
             return ""
@@ -219,8 +230,8 @@ def _remove_container(container: "DockerContainer") -> None:
         container.get_docker_client().client.close()
 
 
-def container_logs(stack_id: str, service: str) -> str:
-    """The log of ``api``, ``auth`` or ``toxiproxy`` of a running docker-mode stack (for `simstack logs`)."""
+def _attached_logs(stack_id: str, service: str) -> str:
+    """The log of ``api``, ``auth`` or ``toxiproxy`` of a running docker-mode stack, by container name."""
     import docker
 
     client = docker_client()
