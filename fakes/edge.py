@@ -222,9 +222,12 @@ def _delayed_events(u: Upgrade, plan: Plan) -> None:
 
 
 def plan_after_accept(u: Upgrade) -> Plan:
+    """The plan for one accepted connection; a rejection ends planning (later kinds are not evaluated)."""
     plan = Plan()
     for _kind, applier in AFTER_ACCEPT:
         applier(u, plan)
+        if plan.reject is not None:
+            break
     return plan
 
 

@@ -26,10 +26,11 @@ from simstack.shared.triggers import Candidate
 from . import agent, strictjson
 from .common import is_e2e, json_error
 from .control import FaultBook, Record, Timeline
+from . import edge
 from .edge import Refusal
 from .lifecycle import Connection, NotRegistered, Registry, State
 from .timing import Profile
-from .tokens import Policy, TokenError, decode, verify
+from .tokens import Policy, TokenError, decode
 
 SUBPROTOCOL = "jwt-auth"
 SHOWN = 100   # characters of a client's value quoted back in an error frame
@@ -248,40 +249,23 @@ def _thread_id(value: str | int | None) -> str | None:
     return str(value) if value is not None and value != "" else None
 
 
-def refusal_before_accept(ws: WebSocket, token: str | None, who: Candidate, rec: Record) -> Refusal | None:
-    """The checks staging runs before accepting, in order, with the faults that hit them."""
+def refusal_before_accept(ws: WebSocket, token: str | None, upgrade: edge.Upgrade) -> Refusal | None:
+    """The checks staging runs before accepting: the protocol faults of the edge layer
+    (:mod:`fakes.edge`, the same appliers the gateway runs), then the stand-in's token policy."""
     st = ws.app.state
-    book: FaultBook = st.book
-    f = book.fire("cold_start", "ws", who, where=rec)
-    if f:
-        return Refusal(503, "service is starting (cold start), retry later", "SERVICE_UNAVAILABLE",
-                       {"Retry-After": str(f.params["retry_after_s"])})
-    for f in book.candidates("connection_cap", "ws"):
-        if st.registry.open_for(who.user_id) >= f.params["max_connections"] and book.decide(f, who, where=rec):
-            return Refusal(429, f"connection limit of {f.params['max_connections']} per user reached",
-                           "CONNECTION_LIMIT")
-    if book.fire("upgrade_exception", "ws", who, where=rec):
-        rec.status, rec.states = 500, [("raised before accept", None)]
-        st.timeline.touch(rec)
+    refusal = edge.refusal_before_accept(upgrade)
+    if refusal is not None and refusal.status == 500:   # upgrade_exception: a real exception, as on staging
+        upgrade.rec.status, upgrade.rec.states = 500, [("raised before accept", None)]
+        st.timeline.touch(upgrade.rec)
         raise RuntimeError("simstack upgrade_exception fault: exception before accept")
+    if refusal is not None:
+        return refusal
     if token is None:
         return Refusal(403, "no token (Authorization, jwt. subprotocol or ?token=)")
     try:
-        st.policy.accept(token, who.e2e)
+        st.policy.accept(token, upgrade.e2e)
     except TokenError as exc:
         return Refusal(403, str(exc))
-    if book.fire("auth_reject", "ws", who, where=rec):
-        return Refusal(403, "auth_reject fault")
-    return None
-
-
-def rejection_after_accept(token: str, who: Candidate, book: FaultBook, mismatch, rec: Record) -> str | None:
-    """Why auth fails once the connection is accepted (error_message frame, then 1008), if it does."""
-    after = book.fire("auth_after_accept", "ws", who, where=rec)
-    if after:
-        return after.params["reason"]
-    if mismatch and mismatch.params["placement"] == "after_accept":
-        return _mismatch(token, mismatch)
     return None
 
 
@@ -307,11 +291,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
     if st.profile.http_delay_s:
         await asyncio.sleep(st.profile.http_delay_s)
-    refusal = refusal_before_accept(ws, token, who, rec)
-    mismatch = book.fire("jwt_secret_mismatch", "ws", who, where=rec)
-    if refusal is None and mismatch and mismatch.params["placement"] == "before_accept":
-        why = _mismatch(token, mismatch)
-        refusal = Refusal(403, why) if why else None
+    upgrade = edge.Upgrade(book, "ws", user_id, token, rec, registry.open_for, who.e2e)
+    refusal = refusal_before_accept(ws, token, upgrade)
     if refusal is not None:
         rec.status, rec.error = refusal.status, refusal.message
         note(f"refused {refusal.status}")
@@ -330,7 +311,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     registry.count_open(user_id, +1)
     session = Session(ws, conn, registry, book, st.profile, rec, timeline)
     try:
-        why = rejection_after_accept(token, who, book, mismatch, rec)
+        plan = edge.plan_after_accept(upgrade)
+        why = plan.reject
         if why is not None:
             text = strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
                                      "message": why, "timestamp": agent.now_iso()})
@@ -338,7 +320,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             rec.frame("out", "error_message", text)
             await session.close(CloseCode.POLICY_VIOLATION, why[:120])
             return
-        await _serve(session, book, who, rec)
+        await _serve(session, book, who, rec, plan)
     except Drop:
         rec.close_code, rec.close_reason, rec.closed_by = CloseCode.ABNORMAL_CLOSURE, "dropped without close frame", "server"
     except WebSocketDisconnect as exc:
@@ -360,47 +342,23 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         note()
 
 
-def _mismatch(token: str, fault) -> str | None:
-    try:
-        verify(token, [fault.params["api_secret"]])
-    except TokenError as exc:
-        return f"JWT verification failed: {exc}"
-    return None
-
-
-async def _serve(session: Session, book: FaultBook, who: Candidate, rec: Record) -> None:
-    """Apply the per-connection faults, then run the handler the faults select."""
+async def _serve(session: Session, book: FaultBook, who: Candidate, rec: Record, plan: edge.Plan) -> None:
+    """Apply the plan the edge appliers made for this connection and the stand-in's own faults
+    (setup_error, race_on_accept: they change how the server works inside), then run the handler."""
     f = book.fire("setup_error", "ws", who, where=rec)
     if f:
         raise ValueError(f"setup_error fault: {f.params['message']} ({who.user_id!r})")
     race = book.fire("race_on_accept", "ws", who, where=rec)
-    lost = book.fire("lost_events", "ws", who, where=rec)
-    if lost:
-        session.lost_from = agent.EVENTS.index(lost.params["from_event"])
-    delayed = book.fire("delayed_events", "ws", who, where=rec)
-    session.event_delay_s = delayed.params["delay_ms"] / 1000 if delayed else 0.0
-    late = book.fire("late_welcome", "ws", who, where=rec)
-    welcome_s = session.profile.first_frame_s + (late.params["delay_ms"] / 1000 if late else 0.0)
+    session.lost_from, session.event_delay_s, session.held = plan.lost_from, plan.event_delay_s, plan.hold_to_close
+    welcome_s = session.profile.first_frame_s + plan.hold_until_s
     register_s = race.params["register_delay_ms"] / 1000 if race else 0.0
     if race and not race.params["fixed"]:
         handler = session.run_unfixed(register_s, welcome_s)
     else:
         handler = session.run_fixed(register_s, welcome_s)
-
-    limits = []
-    drop = book.fire("drop_connection", "ws", who, where=rec)
-    if drop:
-        limits.append((drop.params["after_ms"] / 1000, CloseCode.ABNORMAL_CLOSURE, "dropped"))
-    closing = book.fire("close_after_accept", "ws", who, where=rec)
-    if closing:
-        limits.append((closing.params["after_ms"] / 1000, closing.params["code"], closing.params["reason"]))
-        session.held = closing.params["before_first_frame"]
-    life = book.fire("max_lifetime", "ws", who, where=rec)
-    if life:
-        limits.append((life.params["seconds"], life.params["close_code"], "Maximum connection lifetime reached"))
-    if not limits:
+    if plan.close_at is None:
         return await handler
-    delay, code, reason = min(limits)
+    delay, code, reason = plan.close_at
     try:
         await asyncio.wait_for(handler, timeout=delay)
         return
