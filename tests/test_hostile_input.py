@@ -211,6 +211,22 @@ def test_an_upgrade_with_oversized_headers_gets_431_json_at_once_and_is_closed(s
     assert json.loads(body)["error_code"] == "HEADERS_TOO_LARGE" and json.loads(body)["detail"]
 
 
+@pytest.mark.parametrize("service_port", ["upgrade", "http"])
+def test_a_client_still_sending_an_oversized_head_gets_the_431_not_a_reset(stack, service_port):
+    """The stand-in answers and half-closes; closing with the client's bytes unread would reset the
+    connection and lose the answer (200 of 200 did, direct to the stand-in, before the fix). Sent to the
+    stand-in itself: Toxiproxy closes both directions when its upstream half-closes (README limitations)."""
+    if stack.mode != "local":
+        pytest.skip("the stand-in's own port is reachable from the host in local mode only")
+    host, port = stack.upstreams["api"].rsplit(":", 1)
+    pad = "x" * 400_000
+    head = (upgrade_request(f"Authorization: Bearer {pad}\r\n") if service_port == "upgrade"
+            else f"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\n\r\n".encode())
+    for _ in range(20):
+        status, h, body = parse_response(raw_exchange(f"http://{host}:{port}", head))
+        assert status == 431 and h["content-type"] == "application/json", (status, body[:200])
+
+
 @pytest.mark.parametrize("headers, status", [
     ("", 403),                                                       # no token: closed before accept
     ("Authorization: Bearer not-a-jwt\r\n", 403),
