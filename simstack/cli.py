@@ -202,8 +202,13 @@ def _stack_from(args) -> Stack:
 
 
 def _redirects(args) -> list:
+    """--redirect lines, after the redirect: field of the stack file (-f) if one is given."""
     from .redirect import parse_redirects
-    return parse_redirects([(spec, "--redirect") for spec in args.redirect])
+    specs = []
+    if getattr(args, "stack_file", None):
+        from .stackfile import read
+        specs = read(args.stack_file).redirects
+    return parse_redirects(specs + [(spec, "--redirect") for spec in args.redirect])
 
 
 def cmd_up(args) -> int:

@@ -144,7 +144,8 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def add_options(parser) -> None:
     """``simstack up`` options for services of your own."""
     parser.add_argument("-f", "--file", dest="stack_file", metavar="FILE",
-                        help="a stack file (simstack.yaml) naming services of your own, their dependencies and env")
+                        help="a stack file (simstack.yaml) naming services of your own, their dependencies and env, "
+                             "and redirect: lines served like --redirect")
     for name in SERVICES:
         g = parser.add_argument_group(f"your own {name} service (replaces the {name} stand-in)")
         g.add_argument(f"--{name}-url", help="a service already running, e.g. http://127.0.0.1:9000")

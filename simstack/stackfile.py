@@ -9,12 +9,16 @@ reach them, what they call and how they are told where it is.
           redis: 127.0.0.1:6379                   # behind a Toxiproxy listener, fault target dep:redis
         env:
           REDIS_URL: redis://{dep.redis}
+    redirect:                                     # hard-coded staging hosts -> the stack (like --simstack-redirect)
+      api.staging.example.com: api
 
-Used by ``simstack up -f FILE`` and the pytest plugin's ``--simstack-file`` (ini ``simstack_file``).
+Either field may be left out: a file with only ``redirect:`` is valid. Used by ``simstack up -f FILE``
+and the pytest plugin's ``--simstack-file`` (ini ``simstack_file``).
 A service not listed keeps its stand-in. Errors name the file, the field, the value and what is allowed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +28,21 @@ from .own import SERVICES, OwnService
 from .shared.errors import ConfigError
 
 SERVICE_KEYS = ("url", "cmd", "image", "port", "health", "depends", "env")
+TOP_KEYS = ("services", "redirect")
+
+
+@dataclass
+class StackFile:
+    services: list[OwnService] = field(default_factory=list)
+    redirects: list[tuple[str, str]] = field(default_factory=list)   # (HOST=SERVICE, where) for parse_redirects
 
 
 def load(path: str | Path) -> list[OwnService]:
+    """The file's services of your own (callers that also want its redirects use :func:`read`)."""
+    return read(path).services
+
+
+def read(path: str | Path) -> StackFile:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -35,11 +51,29 @@ def load(path: str | Path) -> list[OwnService]:
                           "give the path of your simstack.yaml") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"stack file {path}: not valid YAML: {exc}", "fix the syntax") from None
-    return parse(data, str(path))
+    return StackFile(parse(data, str(path)), parse_redirect_field(data, str(path)))
+
+
+def parse_redirect_field(data: Any, where: str) -> list[tuple[str, str]]:
+    """``redirect: {HOST: SERVICE}`` as ``(HOST=SERVICE, where)`` pairs, checked like --simstack-redirect."""
+    from .redirect import SERVICES as TARGETS, parse_redirects
+    _mapping(data, where, TOP_KEYS)
+    value, at = data.get("redirect") or {}, f"{where}: redirect"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{at}: expected a mapping of hosts to services, got {value!r}",
+                          f"e.g. {_EXAMPLES['redirect']}")
+    specs = []
+    for host, service in value.items():
+        if not isinstance(host, str) or not isinstance(service, str) or "=" in host:
+            raise ConfigError(f"{at}: {host!r}: {service!r} is not HOST: SERVICE",
+                              f"SERVICE one of {', '.join(TARGETS)}, e.g. {_EXAMPLES['redirect']}")
+        specs.append((f"{host}={service}", at))
+    parse_redirects(specs)        # the same rules and messages as the command line
+    return specs
 
 
 def parse(data: Any, where: str) -> list[OwnService]:
-    _mapping(data, where, ("services",))
+    _mapping(data, where, TOP_KEYS)
     services = data.get("services") or {}
     _mapping(services, f"{where}: services", SERVICES)
     out = []
@@ -68,7 +102,8 @@ def parse(data: Any, where: str) -> list[OwnService]:
 
 _EXAMPLES = {"url": "url: http://127.0.0.1:9000", "cmd": "cmd: uvicorn myapp:app --port {port}",
              "image": "image: myorg/backend:fix",
-             "health": "health: /health", "depends": "redis: 127.0.0.1:6379", "env": "REDIS_URL: redis://{dep.redis}"}
+             "health": "health: /health", "depends": "redis: 127.0.0.1:6379", "env": "REDIS_URL: redis://{dep.redis}",
+             "redirect": "redirect: {api.staging.example.com: api}"}
 
 
 def _mapping(value: Any, where: str, allowed: tuple[str, ...]) -> None:

@@ -232,6 +232,29 @@ def test_suite_passes_with_only_the_redirect_lines(pytester):
                                   r"\s+test_websocket.py::test_agent_run_reports_all_events$"])   # the id wraps
 
 
+STACK_FILE_REDIRECTS = ("# the staging hosts the suite hard-codes, served by the stack\n"
+                        "redirect:\n  api.staging.acme-example.invalid: api\n  auth.staging.acme-example.invalid: auth\n")
+
+
+def test_suite_passes_with_only_a_stack_file_holding_the_redirect_lines(pytester):
+    _suite(pytester, with_lines=False)
+    (pytester.path / "simstack.yaml").write_text(STACK_FILE_REDIRECTS)
+    result = run(pytester, *FAST, "--simstack-file", "simstack.yaml", "--simstack-scenario", "fix-1011",
+                 "--simstack-require-traffic")
+    result.assert_outcomes(passed=SUITE_TESTS)
+    result.stdout.fnmatch_lines(["simstack: redirected (TLS by a throwaway CA): api.staging.acme-example.invalid -> api*"
+                                 "auth.staging.acme-example.invalid -> auth*"])
+
+
+def test_a_host_redirected_by_the_stack_file_and_the_ini_to_different_services_is_a_usage_error(pytester):
+    _suite(pytester)                         # ini: api.staging.acme-example.invalid=api
+    (pytester.path / "simstack.yaml").write_text("redirect:\n  api.staging.acme-example.invalid: auth\n")
+    result = run(pytester, "--simstack=local", "--simstack-file", "simstack.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*api.staging.acme-example.invalid is redirected twice, to 'api' "
+                                 "(ini simstack_redirect) and to 'auth'*"])
+
+
 def test_suite_shows_the_1011_with_only_the_redirect_lines(pytester):
     _suite(pytester)
     result = run(pytester, *FAST, "--simstack-scenario", "repro-1011")
@@ -300,6 +323,15 @@ def test_up_and_env_redirect_tell_a_client_outside_pytest_how_to_reach_the_stack
     ca_dir = Path(exports["NODE_EXTRA_CA_CERTS"]).parent
     cli("down")
     assert not ca_dir.exists()
+
+
+def test_up_f_serves_the_stack_file_s_redirects_like_redirect(cli, tmp_path):
+    host = "api.staging.file-test.invalid"
+    path = tmp_path / "simstack.yaml"
+    path.write_text(f"redirect:\n  {host}: api\n")
+    out = cli("up", "--detach", "--profile", "fast", "-f", str(path)).stdout
+    assert f"{host} -> api, TLS on 127.0.0.1:" in out
+    assert re.search(rf"^# {re.escape(host)} -> api .*: 127\.0\.0\.1:\d+", cli("env", "--redirect", f"{host}=api").stdout, re.M)
 
 
 def test_up_with_a_bad_redirect_starts_nothing(cli):

@@ -31,11 +31,31 @@ def test_a_stack_file_describes_services_of_your_own():
      "simstack.yaml: services.api: --api-env R: {dep.redis} names no dependency of api"),
     ({"services": {"api": {"cmd": 5}}}, "simstack.yaml: services.api.cmd: 5 is not a string"),
     ({"services": {"api": {"health": "/h"}}}, "simstack.yaml: services.api: api: give exactly one of"),
+    ({"redirect": {"api.staging.x.invalid": "backend"}},
+     "simstack.yaml: redirect: unknown service 'backend' in 'api.staging.x.invalid=backend'\n"
+     "  -> redirect a host to one of api, ws, auth"),
+    ({"redirect": {"10.0.0.1": "api"}}, "simstack.yaml: redirect: '10.0.0.1' in '10.0.0.1=api' is an IP address"),
+    ({"redirect": ["api.staging.x.invalid=api"]},
+     "simstack.yaml: redirect: expected a mapping of hosts to services, got ['api.staging.x.invalid=api']\n"
+     "  -> e.g. redirect: {api.staging.example.com: api}"),
+    ({"redirect": {"api.staging.x.invalid": None}}, "simstack.yaml: redirect: 'api.staging.x.invalid': None is not HOST: SERVICE"),
+    ({"redirect": {"API.staging.x.invalid": "api", "api.staging.x.invalid": "auth"}},
+     "simstack.yaml: redirect: api.staging.x.invalid is redirected twice, to 'api' (simstack.yaml: redirect) and to 'auth'"),
 ])
 def test_bad_fields_are_named_with_file_field_value_and_allowed_values(data, expected):
     with pytest.raises(ConfigError) as info:
         stackfile.parse(data, "simstack.yaml")
+        stackfile.parse_redirect_field(data, "simstack.yaml")
     assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_a_stack_file_with_only_redirect_lines_is_valid(tmp_path):
+    path = tmp_path / "simstack.yaml"
+    path.write_text("redirect:\n  api.staging.x.invalid: api\n  auth.staging.x.invalid: auth\n")
+    got = stackfile.read(path)
+    assert got.services == [] and stackfile.load(path) == []
+    assert got.redirects == [("api.staging.x.invalid=api", f"{path}: redirect"),
+                             ("auth.staging.x.invalid=auth", f"{path}: redirect")]
 
 
 def test_a_missing_stack_file_says_so(tmp_path):
@@ -89,12 +109,17 @@ def test_the_plugin_runs_a_suite_against_a_forwarded_backend_with_per_test_fault
                                   r"\s+0\s+1\s+0\s+1011\s+close_after_accept-\w+\s+passed.*"])
 
 
-def test_cli_up_refuses_a_bad_stack_file_in_one_line(tmp_path):
+@pytest.mark.parametrize("text,expected", [
+    ("services:\n  api:\n    url: http://127.0.0.1:9\n    bogus: 1\n", "services.api: unknown field 'bogus' (value 1)"),
+    ("redirect:\n  api.staging.x.invalid: backend\n",
+     "redirect: unknown service 'backend' in 'api.staging.x.invalid=backend'"),
+])
+def test_cli_up_refuses_a_bad_stack_file_in_one_line(tmp_path, text, expected):
     import subprocess
     path = tmp_path / "simstack.yaml"
-    path.write_text("services:\n  api:\n    url: http://127.0.0.1:9\n    bogus: 1\n")
+    path.write_text(text)
     r = subprocess.run([sys.executable, "-m", "simstack.cli", "up", "-f", str(path)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2
-    assert r.stderr.startswith(f"simstack: error: {path}: services.api: unknown field 'bogus' (value 1)")
+    assert r.stderr.startswith(f"simstack: error: {path}: {expected}"), r.stderr
     assert "Traceback" not in r.stderr

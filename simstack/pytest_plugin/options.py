@@ -54,7 +54,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="with --simstack-require-traffic: tests whose node id matches this glob may pass without "
                      "touching the stack (pure-logic tests), e.g. 'tests/unit/*' (repeatable)")
     g.addoption("--simstack-file", metavar="PATH", dest="simstack_file",
-                help="a stack file (simstack.yaml) with services of your own for the stack the plugin starts")
+                help="a stack file (simstack.yaml) with services of your own and redirect: lines for the stack the plugin starts")
     parser.addini("simstack_file", "a stack file like --simstack-file (relative to the ini file)", default="")
     g.addoption("--simstack-report", metavar="PATH", dest="simstack_report",
                 help="write an HTML timeline of the session here: one entry per test, one lane per connection")
@@ -151,8 +151,9 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
         opts.overrides.append(parse_override(line, "ini simstack_override"))
     for spec in ns.simstack_override:
         opts.overrides.append(parse_override(spec, "--simstack-override"))
-    opts.redirects = read_redirects(config, ns, opts.enabled)
-    opts.own = read_stack_file(config, ns) if opts.enabled else []
+    stack_file = read_stack_file(config, ns) if opts.enabled else None
+    opts.own = stack_file.services if stack_file else []
+    opts.redirects = read_redirects(config, ns, opts.enabled, stack_file.redirects if stack_file else [])
     if opts.mode != "off" and opts.attach is None:
         from ..recording import pytest_stack_kwargs
         try:
@@ -162,23 +163,25 @@ def read_options(config: pytest.Config, ns: Any) -> Options:
     return opts
 
 
-def read_stack_file(config: pytest.Config, ns: Any) -> list:
-    """Services of your own from --simstack-file (relative to the invocation dir) or ini simstack_file."""
+def read_stack_file(config: pytest.Config, ns: Any):
+    """The StackFile (services of your own, redirects) from --simstack-file (relative to the invocation
+    dir) or ini simstack_file; None without one."""
     path = ns.simstack_file
     if not path and config.getini("simstack_file"):
         path = str((config.inipath.parent if config.inipath else config.rootpath) / config.getini("simstack_file"))
     if not path:
-        return []
-    from ..stackfile import load
+        return None
+    from ..stackfile import read
     try:
-        return load(path)
+        return read(path)
     except SimstackError as exc:
         raise _usage(exc.message, exc.hint or "see the README: Your own service in the stack") from None
 
 
-def read_redirects(config: pytest.Config, ns: Any, enabled: bool) -> list:
+def read_redirects(config: pytest.Config, ns: Any, enabled: bool, file_specs: list = ()) -> list:
     from ..redirect import parse_redirects
     specs = [(line, "ini simstack_redirect") for line in config.getini("simstack_redirect")]
+    specs += list(file_specs)                        # the stack file's redirect: field
     specs += [(spec, "--simstack-redirect") for spec in getattr(ns, "simstack_redirect", None) or ()]
     try:
         redirects = parse_redirects(specs)
