@@ -19,7 +19,6 @@ import socket
 import string
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -28,6 +27,7 @@ import httpx
 from .shared.errors import ConfigError, StartError
 from .services import PROTOCOLS
 from .shared.faults import DEP_PREFIX
+from .wait import NotReady, UntilAnswers
 
 SERVICES = ("api", "auth")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -208,34 +208,29 @@ def wait_healthy(svc: OwnService, base_url: str, timeout: float, proc: subproces
                  log=lambda: "") -> None:
     """Poll the health URL until it answers below 500; say why not (last error, log tail) otherwise."""
     url = f"{base_url.rstrip('/')}{svc.health}"
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    with httpx.Client(timeout=2.0, trust_env=False) as http:
-        while True:
-            try:
-                r = http.get(url)
-                if r.status_code < 500:
-                    return
-                last = f"HTTP {r.status_code} {r.text.strip()[:200]}"
-            except httpx.HTTPError as exc:
-                last = f"{exc.__class__.__name__}: {exc}"
-            if proc is not None and proc.poll() is not None:
-                what = f"command exited with code {proc.returncode}" if svc.image is None else \
-                    f"image {svc.image} exited with code {proc.returncode}"
-                raise StartError(f"your {svc.name} {what} before {url} answered (last error: {last}); "
-                                 f"its log ends: {_tail(log())}",
-                                 f"run it by hand to see why: {svc.cmd or f'docker run --rm {svc.image}'}")
-            if time.monotonic() > deadline:
-                if proc is None:
-                    raise StartError(f"your {svc.name} service at {svc.url} did not answer {url} within "
-                                     f"{timeout:.0f} s (last error: {last})",
-                                     f"start it first, or fix --{svc.name}-url / --{svc.name}-health")
-                raise StartError(f"your {svc.name} {'command' if svc.image is None else 'image'} never became "
-                                 f"healthy at {url} within {timeout:.0f} s "
-                                 f"(last error: {last}); its log ends: {_tail(log())}",
-                                 f"check that it listens on {{port}} and serves {svc.health}, "
-                                 f"or set --{svc.name}-health")
-            time.sleep(0.05)
+
+    def exited(last: dict[str, str]) -> None:
+        if proc is not None and proc.poll() is not None:
+            what = f"command exited with code {proc.returncode}" if svc.image is None else \
+                f"image {svc.image} exited with code {proc.returncode}"
+            raise StartError(f"your {svc.name} {what} before {url} answered (last error: {last['health']}); "
+                             f"its log ends: {_tail(log())}",
+                             f"run it by hand to see why: {svc.cmd or f'docker run --rm {svc.image}'}")
+
+    try:
+        UntilAnswers(timeout, interval=0.05, request_timeout=2.0,
+                     ready=lambda r: r.status_code < 500).wait({"health": url}, check=exited)
+    except NotReady as exc:
+        last = exc.last["health"]
+        if proc is None:
+            raise StartError(f"your {svc.name} service at {svc.url} did not answer {url} within "
+                             f"{timeout:.0f} s (last error: {last})",
+                             f"start it first, or fix --{svc.name}-url / --{svc.name}-health") from None
+        raise StartError(f"your {svc.name} {'command' if svc.image is None else 'image'} never became "
+                         f"healthy at {url} within {timeout:.0f} s "
+                         f"(last error: {last}); its log ends: {_tail(log())}",
+                         f"check that it listens on {{port}} and serves {svc.health}, "
+                         f"or set --{svc.name}-health") from None
 
 
 def gateway_argv(fd: int | None = None, port: int = 8000) -> list[str]:

@@ -178,7 +178,7 @@ class Stack:
 
         try:
             UntilAnswers(self.startup_timeout, headers={ADMIN_HEADER: e.admin_key}).wait(
-                {name: f"{url}{ADMIN_PREFIX}/ping" for name, url in pending.items()}, check=processes_alive)
+                {name: f"{url}{ADMIN_PREFIX}/ping" for name, url in pending.items()}, check=lambda _last: processes_alive())
         except NotReady as exc:
             raise StartError(f"endpoints not ready after {self.startup_timeout:.0f} s: {exc}",
                              "is the machine overloaded? raise startup_timeout, or run `simstack up` to watch it start"

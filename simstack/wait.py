@@ -21,17 +21,24 @@ class NotReady(Exception):
         self.last = last
 
 
+def _is_200(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
 @dataclass(frozen=True)
 class UntilAnswers:
-    """Poll GET on named URLs until each answers 200, or until ``timeout`` seconds have passed."""
+    """Poll GET on named URLs until each answers as ``ready`` says (default: 200), or until ``timeout``
+    seconds have passed."""
     timeout: float
     interval: float = 0.02
     request_timeout: float = 1.0
     headers: Mapping[str, str] = field(default_factory=dict)
+    ready: Callable[[httpx.Response], bool] = _is_200
 
-    def wait(self, urls: Mapping[str, str], check: Callable[[], None] | None = None) -> None:
-        """Return once every URL answered 200. Between rounds ``check()`` runs and may raise (e.g. a
-        process exited); at the deadline :class:`NotReady` is raised."""
+    def wait(self, urls: Mapping[str, str], check: Callable[[dict[str, str]], None] | None = None) -> None:
+        """Return once every URL answered ready. Between rounds ``check(last)`` runs with the last error
+        seen per pending name and may raise (e.g. a process exited); at the deadline :class:`NotReady`
+        is raised."""
         pending, last = dict(urls), {name: "no answer yet" for name in urls}
         deadline = time.monotonic() + self.timeout
         with httpx.Client(timeout=self.request_timeout, trust_env=False, headers=dict(self.headers)) as http:
@@ -42,14 +49,14 @@ class UntilAnswers:
                     except httpx.HTTPError as exc:   # e.g. docker-proxy accepts before Toxiproxy listens
                         last[name] = exc.__class__.__name__
                         continue
-                    if r.status_code == 200:
+                    if self.ready(r):
                         del pending[name]
                     else:
                         last[name] = f"HTTP {r.status_code}"
                 if not pending:
                     return
                 if check is not None:
-                    check()
+                    check({name: last[name] for name in pending})
                 if time.monotonic() > deadline:
                     raise NotReady({name: last[name] for name in pending})
                 time.sleep(self.interval)

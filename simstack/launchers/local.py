@@ -157,7 +157,7 @@ class LocalLauncher:
             url = f"http://127.0.0.1:{port}"
             try:
                 UntilAnswers(10, interval=0.01, request_timeout=0.5).wait(
-                    {"toxiproxy": f"{url}/version"}, check=self._toxiproxy_running)
+                    {"toxiproxy": f"{url}/version"}, check=lambda _last: self._toxiproxy_running())
                 return url
             except (NotReady, _Exited):
                 if wanted:
