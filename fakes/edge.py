@@ -22,14 +22,29 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from websockets.frames import CloseCode
+
 from simstack.shared.constants import AGENT_EVENTS
 from simstack.shared.triggers import Candidate
 
+from . import agent, strictjson
 from .control import FaultBook, Record
 from .tokens import TokenError, verify
 
-CUT = 1006                     # "close code" of a connection ended without a close frame
-POLICY_VIOLATION = 1008
+CUT = CloseCode.ABNORMAL_CLOSURE    # "close code" of a connection ended without a close frame
+POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
+NO_CLOSE_FRAME = (CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, CloseCode.TLS_HANDSHAKE)
+
+
+def sendable(code: int) -> int:
+    """A close code that may go in a close frame: the codes that mean "there was none" become 1000."""
+    return CloseCode.NORMAL_CLOSURE if code in NO_CLOSE_FRAME else code
+
+
+def reject_frame(reason: str) -> str:
+    """The ``error_message`` frame sent before closing 1008 when auth fails after accept."""
+    return strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED", "message": reason,
+                             "timestamp": agent.now_iso()})
 
 SERVER_INTERNAL = {
     "race_on_accept": "it changes when the server registers a new connection, which happens inside "
@@ -47,6 +62,7 @@ class Refusal:
     message: str
     error_code: str = ""
     headers: dict | None = None
+    raises: bool = False          # a server raises here (upgrade_exception); a proxy answers the status
 
 
 @dataclass
@@ -126,7 +142,8 @@ def _connection_cap(u: Upgrade) -> Refusal | None:
 @applies(BEFORE_ACCEPT, "upgrade_exception")
 def _upgrade_exception(u: Upgrade) -> Refusal | None:
     if u.book.fire("upgrade_exception", u.target, u.who, where=u.rec):
-        return Refusal(500, "simstack upgrade_exception fault: exception before accept", "INTERNAL_ERROR")
+        return Refusal(500, "simstack upgrade_exception fault: exception before accept", "INTERNAL_ERROR",
+                       raises=True)
     return None
 
 

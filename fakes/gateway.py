@@ -46,7 +46,7 @@ from .forward import HOP_BY_HOP, Upstream, UpstreamError
 from .lifecycle import Registry
 from .recorder import recording   # imports simstack.cassette only when recording (not in the stand-ins image)
 from .timing import TIMINGS
-from .tokens import TokenError, decode
+from .tokens import subject
 from .ws import extract_token, offered_subprotocols
 
 ENV_UPSTREAM = "SIMSTACK_GATEWAY_UPSTREAM"
@@ -55,7 +55,6 @@ ENV_TARGETS = "SIMSTACK_GATEWAY_TARGETS"
 # Headers of the WebSocket handshake itself: the gateway's client to the upstream makes its own.
 HANDSHAKE = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                        b"sec-websocket-protocol", b"sec-websocket-accept", b"content-length", b"user-agent"})
-NOT_SENDABLE = (1005, 1006, 1015)   # close codes that mean "no close frame"; never sent in one
 
 
 class GatewayBook(FaultBook):
@@ -137,10 +136,7 @@ class Gateway:
     async def _forward_ws(self, ws: WebSocket) -> None:
         rec = self.timeline.open("ws", method="GET", path=ws.scope["path"])
         token, _source = extract_token(ws)
-        try:
-            user_id = str((decode(token) if token else {}).get("sub") or "anonymous")
-        except TokenError:
-            user_id = "anonymous"
+        user_id = subject(token) or "anonymous"
         rec.user_id, rec.connection_id = user_id, f"gw_{uuid.uuid4().hex[:12]}"
         t0 = time.monotonic()
 
@@ -186,7 +182,7 @@ class Gateway:
         try:
             plan = edge.plan_after_accept(upgrade)
             if plan.reject is not None:
-                text = json.dumps({"type": "error_message", "error_code": "AUTH_FAILED", "message": plan.reject})
+                text = edge.reject_frame(plan.reject)
                 await ws.send_text(text)
                 rec.frame("out", "error_message", text)
                 await _close_client(ws, rec, edge.POLICY_VIOLATION, plan.reject[:120])
@@ -214,7 +210,7 @@ async def _pump(ws: WebSocket, upstream, plan: edge.Plan, rec, timeline: Timelin
                 if code == 1006:
                     upstream.transport.abort()   # a cut stays a cut
                 else:
-                    await upstream.close(code if code not in NOT_SENDABLE else 1000, reason)
+                    await upstream.close(edge.sendable(code), reason)
                 return
             text = message.get("text")
             rec.frame("in", _frame_type(text), text if text is not None else "<binary>")
@@ -245,7 +241,7 @@ async def _pump(ws: WebSocket, upstream, plan: edge.Plan, rec, timeline: Timelin
             if rec.close_code is None:
                 rec.close_code, rec.closed_by = 1006, "server"
             return
-        code = received.code if received.code not in NOT_SENDABLE else 1000
+        code = edge.sendable(received.code)
         await _close_client(ws, rec, code, received.reason)
 
     async def planned_close() -> None:

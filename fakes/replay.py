@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl
 
 from simstack.cassette import Entry, body_bytes, body_text, load
 
+from . import edge
+
 ENV_DIR = "SIMSTACK_REPLAY_DIR"
 ENV_SERVICE = "SIMSTACK_REPLAY_SERVICE"
 ENV_SPEED = "SIMSTACK_REPLAY_SPEED"
@@ -36,7 +38,6 @@ HEALTH_PATH = "/__simstack_replay/health"   # simstack's own readiness check; ne
 # Fields that differ between any two runs: never used to tell frames or queries apart.
 VOLATILE = frozenset({"token", "timestamp", "thread_id", "run_id", "message_id", "request_id", "id",
                       "connection_id", "client_id", "jti", "iat", "exp"})
-NO_CLOSE = (1005, 1006, 1015)
 MIN_ECHO = 6   # shorter client values are not substituted in answers (too likely to appear by chance)
 
 
@@ -257,7 +258,7 @@ class Replay:
                 if s.cut:
                     raise _Cut()
                 code = s.data["close_code"]
-                await send({"type": "websocket.close", "code": code if code not in NO_CLOSE else 1000,
+                await send({"type": "websocket.close", "code": edge.sendable(code),
                             "reason": s.data.get("close_reason") or ""})
 
         def start(frames, t0, close, s, welcome=False, echoes=()) -> None:

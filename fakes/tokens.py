@@ -119,3 +119,15 @@ class Policy:
         if self.name == "lenient" and e2e:
             return decode(token)
         return verify(token, list(self.secrets))
+
+
+def subject(token: str | None) -> str | None:
+    """The ``sub`` of a token decoded leniently (signature unchecked), or None when there is no token,
+    it does not decode, or it has no subject."""
+    if not token:
+        return None
+    try:
+        sub = decode(token).get("sub")
+    except TokenError:
+        return None
+    return str(sub) if sub is not None else None

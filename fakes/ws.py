@@ -23,14 +23,13 @@ from websockets.frames import CloseCode
 from simstack.shared.constants import DEV_JWT_SECRET, ENV_AUTH_POLICY, ENV_JWT_SECRET
 from simstack.shared.triggers import Candidate
 
-from . import agent, strictjson
+from . import agent, edge, strictjson
 from .common import is_e2e, json_error
 from .control import FaultBook, Record, Timeline
-from . import edge
 from .edge import Refusal
 from .lifecycle import Connection, NotRegistered, Registry, State
 from .timing import Profile
-from .tokens import Policy, TokenError, decode
+from .tokens import Policy, TokenError, subject
 
 SUBPROTOCOL = "jwt-auth"
 SHOWN = 100   # characters of a client's value quoted back in an error frame
@@ -254,7 +253,7 @@ def refusal_before_accept(ws: WebSocket, token: str | None, upgrade: edge.Upgrad
     (:mod:`fakes.edge`, the same appliers the gateway runs), then the stand-in's token policy."""
     st = ws.app.state
     refusal = edge.refusal_before_accept(upgrade)
-    if refusal is not None and refusal.status == 500:   # upgrade_exception: a real exception, as on staging
+    if refusal is not None and refusal.raises:   # upgrade_exception: a real exception, as on staging
         upgrade.rec.status, upgrade.rec.states = 500, [("raised before accept", None)]
         st.timeline.touch(upgrade.rec)
         raise RuntimeError("simstack upgrade_exception fault: exception before accept")
@@ -277,10 +276,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     registry: Registry = st.registry
     rec = timeline.open("ws", method="GET", path="/ws")
     token, _source = extract_token(ws)
-    try:
-        user_id = str((decode(token) if token else {}).get("sub") or "anonymous")
-    except TokenError:
-        user_id = "anonymous"
+    user_id = subject(token) or "anonymous"
     conn = Connection(user_id)
     who = Candidate(user_id, is_e2e(ws.headers))
     rec.user_id, rec.connection_id = user_id, conn.id
@@ -314,8 +310,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         plan = edge.plan_after_accept(upgrade)
         why = plan.reject
         if why is not None:
-            text = strictjson.dumps({"type": "error_message", "error_code": "AUTH_FAILED",
-                                     "message": why, "timestamp": agent.now_iso()})
+            text = edge.reject_frame(why)
             await ws.send_text(text)
             rec.frame("out", "error_message", text)
             await session.close(CloseCode.POLICY_VIOLATION, why[:120])
