@@ -15,7 +15,8 @@ import yaml
 from .repro import REPROS
 from .resources import SCENARIOS_ENV
 from .services import TOXIPROXY_PORT_OPTION, port_option
-from .shared.constants import DEFAULT_EMAIL, MODES, NO_PROXY, PROFILES
+from .shared.constants import (DEFAULT_EMAIL, ENV_CLI_BYPASS_KEY, ENV_JWT_SECRET, ENV_UP_LOG, MODES, NO_PROXY,
+                               PROFILES)
 from .shared.errors import NotRunning, SimstackError
 from .shared.faults import KINDS, Fault
 from .stack import FaultControl, Stack, launcher_class
@@ -31,8 +32,6 @@ WS_MODES = {
     "setup_error": [{"kind": "setup_error", "target": "ws"}],
 }
 WS_MODE_ALIASES = {"fixed": "healthy"}
-ENV_CLI_JWT_SECRET = "SIMSTACK_JWT_SECRET"    # `simstack up --jwt-secret` default; keeps it out of `ps`
-ENV_CLI_BYPASS_KEY = "SIMSTACK_BYPASS_KEY"    # `simstack up --bypass-key` default; likewise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bypass-key", default=os.environ.get(ENV_CLI_BYPASS_KEY) or None,
                    help=f"require this X-E2E-Bypass-Key on /auth/e2e/test-auth (prefer ${ENV_CLI_BYPASS_KEY}: "
                         "an option is visible in `ps`)")
-    c.add_argument("--jwt-secret", default=os.environ.get(ENV_CLI_JWT_SECRET) or None,
-                   help=f"HS256 secret the stand-ins sign and verify with (prefer ${ENV_CLI_JWT_SECRET}); default: "
+    c.add_argument("--jwt-secret", default=os.environ.get(ENV_JWT_SECRET) or None,
+                   help=f"HS256 secret the stand-ins sign and verify with (prefer ${ENV_JWT_SECRET}); default: "
                         "random per stack in strict mode, the public simstack-dev-secret in lenient mode")
     for name in ("api", "ws", "auth"):
         c.add_argument(port_option(name), type=int, default=0, help=f"host port of the {name} endpoint (0: any free)")
@@ -291,12 +290,12 @@ def _detach(args) -> int:
     for spec in args.redirect:
         argv += ["--redirect", spec]
     argv += own.to_argv(args) + recording.to_argv(args)
-    env = {k: v for k, v in os.environ.items() if k not in (ENV_CLI_BYPASS_KEY, ENV_CLI_JWT_SECRET)}
-    env["SIMSTACK_UP_LOG"] = str(log)
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_CLI_BYPASS_KEY, ENV_JWT_SECRET)}
+    env[ENV_UP_LOG] = str(log)
     if args.bypass_key:   # secrets travel in the environment (owner-only), never on a command line
         env[ENV_CLI_BYPASS_KEY] = args.bypass_key
     if args.jwt_secret:
-        env[ENV_CLI_JWT_SECRET] = args.jwt_secret
+        env[ENV_JWT_SECRET] = args.jwt_secret
     before = {r["id"] for r in state.records()}
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as out:

@@ -95,8 +95,12 @@ class Stack:
         self.faults: FaultControl | None = None
         self.startup_s: float | None = None
         self.upstreams: dict[str, str] = {}   # service -> host:port as Toxiproxy reaches it (bypasses faults)
-        self.attached = False                 # True for a handle on a stack another process runs
-        self.record: dict = {}                # an attached stack's record (simstack.state)
+        self.record: dict = {}                # an attached stack's record (simstack.state); {} if started here
+
+    @property
+    def attached(self) -> bool:
+        """A handle on a stack another process runs (its ``stop()`` leaves it running)."""
+        return bool(self.record)
 
     @classmethod
     def attach(cls, stack_id: str | None = None) -> "Stack":
@@ -107,7 +111,7 @@ class Stack:
         rec = state.find_record(stack_id)
         stack = cls(mode=rec["mode"] if rec["mode"] in MODES else "local", profile=rec["profile"],
                     auth_policy=rec.get("auth_policy", "lenient"), jwt_secret="", bypass_key=rec.get("bypass_key"))
-        stack.id, stack.mode, stack.attached = rec["id"], rec["mode"], True
+        stack.id, stack.mode = rec["id"], rec["mode"]
         stack.jwt_secret = None   # the stand-ins know it; nothing on this side needs it
         stack.startup_s, stack.record = rec.get("startup_s"), rec
         stack.endpoints = Endpoints.from_dict(rec["endpoints"])

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .endpoints import Endpoints
+from .shared.constants import ENV_UP_LOG
 from .shared.errors import NotRunning, SimstackError
 
 
@@ -91,7 +92,7 @@ def write_record(stack, pid: int, scenario: str | None = None, redirects: dict |
               "startup_s": stack.startup_s, "scenario": scenario, "endpoints": stack.endpoints.to_dict(),
               "auth_policy": stack.auth_policy, "bypass_key": stack.bypass_key,
               "log_dir": str(getattr(stack.launcher, "log_dir", "") or ""),
-              "up_log": os.environ.get("SIMSTACK_UP_LOG"),   # a detached stack's own output
+              "up_log": os.environ.get(ENV_UP_LOG),   # a detached stack's own output
               "redirects": redirects}                         # simstack.redirect.Redirection.record()
     write_private(path, json.dumps(record, indent=2))
     return path

@@ -15,7 +15,6 @@ import os
 import shutil
 import ssl
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,11 +22,12 @@ from typing import Callable, Iterable
 import certifi
 import trustme
 
+from .state import private_tempdir
+
 # The variables the standard clients read: OpenSSL (Python's ssl, curl) and httpx read SSL_CERT_FILE,
 # requests reads REQUESTS_CA_BUNDLE, Node adds NODE_EXTRA_CA_CERTS to its own roots.
 BUNDLE_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 NODE_VAR = "NODE_EXTRA_CA_CERTS"
-DIR_PREFIX = "simstack-tls-"          # + owner pid: a directory whose owner died is removed by the next one
 
 
 @dataclass
@@ -40,9 +40,8 @@ class ThrowawayCA:
     @classmethod
     def create(cls, hosts: Iterable[str]) -> "ThrowawayCA":
         """A new CA and one leaf certificate per host, valid for that name only."""
-        remove_orphans()
         ca = trustme.CA(organization_name="simstack throwaway CA")
-        d = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
+        d = private_tempdir()   # marked with its owner: the next command removes it if the owner is killed
         try:
             ca_pem = d / "ca.pem"
             ca.cert_pem.write_to_path(str(ca_pem))
@@ -75,15 +74,6 @@ class ThrowawayCA:
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def remove_orphans() -> None:
-    """Remove the CA directories of processes that died without cleaning up (a SIGKILLed pytest)."""
-    from .state import pid_alive
-    for d in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*-*"):
-        pid = d.name[len(DIR_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def _public_roots() -> list[bytes]:

@@ -28,6 +28,7 @@ from websockets.sync.client import connect
 from simstack.endpoints import Endpoints
 from simstack.shared.errors import ConfigError
 from simstack.redirect import Redirection, parse_redirects
+from simstack import state
 from simstack.tls import ThrowawayCA
 from test_cli import cli  # noqa: F401  (fixture)
 from test_plugin import FAST, run
@@ -341,13 +342,17 @@ def test_up_with_a_bad_redirect_starts_nothing(cli):
     assert cli("status", check=False).returncode == 1
 
 
-def test_a_killed_owner_s_ca_directory_is_removed_by_the_next_redirect():
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    orphan = Path(tempfile.mkdtemp(prefix=f"simstack-tls-{int(dead.stdout)}-"))
-    (orphan / "ca.pem").write_text("left by a SIGKILLed session")
-    ca = ThrowawayCA.create([API])
+def test_a_killed_owner_s_ca_directory_is_removed_by_the_next_command():
+    owner = subprocess.Popen([sys.executable, "-c", "import sys, time; from simstack.tls import ThrowawayCA; "
+                              f"print(ThrowawayCA.create([{API!r}]).dir, flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
-        assert not orphan.exists()
-        assert ca.dir.exists() and ca.dir.name.startswith(f"simstack-tls-{os.getpid()}-")
+        ca_dir = Path(owner.stdout.readline().strip())
+        assert (ca_dir / "ca.pem").exists()
+        state.reap()
+        assert ca_dir.exists(), "removed while its owner runs"
     finally:
-        ca.close()
+        owner.kill()
+        owner.wait()
+    state.reap()   # what every simstack command and stack start runs first
+    assert not ca_dir.exists()

@@ -21,14 +21,14 @@ from pathlib import Path
 from .. import resources
 from ..shared.errors import PortInUse, SimstackError, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_PORT_OPTION, port_option, toxiproxy_env
-from ..shared.constants import ENV_BYPASS_KEY, ENV_JWT_SECRET
+from ..shared.constants import ENV_BYPASS_KEY, ENV_CLI_BYPASS_KEY, ENV_JWT_SECRET
 from ..state import private_tempdir
 from ..wait import NotReady, UntilAnswers
 from .base import LaunchSpec, Launched
 
 ROOT = Path(__file__).resolve().parents[2]
 _PR_SET_PDEATHSIG = 1
-SECRET_ENV = (ENV_BYPASS_KEY, ENV_JWT_SECRET, "SIMSTACK_BYPASS_KEY")
+SECRET_ENV = (ENV_BYPASS_KEY, ENV_JWT_SECRET, ENV_CLI_BYPASS_KEY)
 _RUN_BY_HAND = "the log above says why; `python -m simstack.fakes.serve simstack.fakes.api:app --port 8000` runs a stand-in by hand"
 
 

@@ -11,6 +11,9 @@ ENV_JWT_SECRET = "SIMSTACK_JWT_SECRET"    # HS256 secret shared by auth and api
 ENV_AUTH_POLICY = "SIMSTACK_AUTH_POLICY"  # lenient | strict
 ENV_BYPASS_KEY = "SIMSTACK_E2E_BYPASS_KEY"  # strict bypass-key check when set
 ENV_STACK_ID = "SIMSTACK_STACK_ID"
+# Read by the CLI (never put on a command line, so `ps` cannot show them) and by a detached stack.
+ENV_CLI_BYPASS_KEY = "SIMSTACK_BYPASS_KEY"  # `simstack up --bypass-key` default; SIMSTACK_JWT_SECRET likewise
+ENV_UP_LOG = "SIMSTACK_UP_LOG"            # a detached stack's own output file, recorded in its state
 
 # The timeline label of simstack's own requests (e.g. the token it mints for a session): never a test's.
 INTERNAL_LABEL = "simstack:internal"

@@ -5,7 +5,7 @@ import logging
 import socket
 
 from ...shared.errors import NoDockerEngine
-from ...state import pid_alive, process_start
+from ...state import owner_alive
 from .engine import _first_line, docker_client
 
 log = logging.getLogger(__name__)
@@ -17,14 +17,7 @@ LABEL_OWNER_START = "simstack.owner_start"  # owner's start time, so a reused pi
 
 
 def _owner_alive(labels: dict[str, str]) -> bool:
-    try:
-        pid = int(labels.get(LABEL_OWNER_PID, ""))
-    except ValueError:
-        return True  # not ours to judge
-    if not pid_alive(pid):   # gone, or a zombie
-        return False
-    started = labels.get(LABEL_OWNER_START, "")
-    return not started or process_start(pid) in ("", started)
+    return owner_alive(f"{labels.get(LABEL_OWNER_PID, '')} {labels.get(LABEL_OWNER_START, '')}")
 
 
 def reap_orphans() -> list[str]:
