@@ -89,6 +89,9 @@ def test_every_command_without_a_stack_says_so_in_one_line(env):
 def test_every_command_against_a_stack_that_stopped_answering_says_so_in_one_line(env, dead_stack):
     results = _run_all(DEAD_STACK, env)
     assert _problems(results) == []
+    for args, proc in results:   # the dead stack's record was found, not taken for "no stack"
+        if "--id" not in args:     # (an unknown id is "no running stack with id ..." on purpose)
+            assert "simstack up --detach" not in proc.stderr, (args, proc.stderr)
 
 
 def test_bad_arguments_are_one_error_line_never_a_traceback(env):

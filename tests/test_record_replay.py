@@ -64,7 +64,7 @@ async def agent_run(ws_url: str, token: str, message: dict | None = None, timeou
             return frames, exc.rcvd.code if exc.rcvd else 1006, exc.rcvd.reason if exc.rcvd else None
         except asyncio.TimeoutError:
             return frames, None, None
-    return frames, 1000, ""
+    return frames, ws.close_code, ws.close_reason   # the client closed after the run: what the server echoed
 
 
 # ---------------------------------------------------------------- record, then replay a suite
