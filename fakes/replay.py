@@ -188,11 +188,8 @@ class Replay:
         key = (path, shape, qk)
         return exact[next(self.ws_turn[key]) % len(exact)]
 
-    def _best(self, text: str | None, current: Session) -> tuple[Session, int] | None:
-        try:
-            value = json.loads(text) if text is not None else None
-        except (ValueError, RecursionError):
-            value = None
+    def _best(self, value, current: Session) -> tuple[Session, int] | None:
+        """The recorded client frame (session, index) closest to ``value``, the client's parsed frame."""
         mtype = value.get("type") if isinstance(value, dict) else None
         leaves = _leaves(value, ignore=self.ignore)
         best, best_score = None, None
@@ -281,13 +278,14 @@ class Replay:
                 message = getter.result()
                 if message["type"] != "websocket.receive":
                     return   # the client closed
-                match = self._best(message.get("text"), session)
+                value = _parsed(message.get("text"))
+                match = self._best(value, session)
                 if match is not None:
                     s, i = match
                     t_in, frames, close = s.answer_to(i)
                     if first:   # the welcome already played: not again when the answer recorded it too
                         frames, first = _without_welcome(frames, [frame_type(f) for f in welcome]), False
-                    start(frames, t_in, close, s, echoes=_echoes(s.frames[i].get("json"), message.get("text")))
+                    start(frames, t_in, close, s, echoes=_echoes(s.frames[i].get("json"), value))
             # the recorded close was sent (or the connection is to be cut): wait for the player to finish
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -298,13 +296,18 @@ class Replay:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _echoes(recorded, text: str | None) -> tuple:
-    """(recorded, new) pairs of the string values this client frame chose differently from the recorded one
-    (a thread_id, a request id): the server's answer echoed the recorded ones, so it echoes these instead."""
+def _parsed(text: str | None):
+    """A client text frame as JSON (None: binary, or not JSON): parsed once, for matching and echoes."""
     try:
-        now = json.loads(text) if text is not None else None
+        return json.loads(text) if text is not None else None
     except (ValueError, RecursionError):
-        return ()
+        return None
+
+
+def _echoes(recorded, now) -> tuple:
+    """(recorded, new) pairs of the string values this client frame (parsed) chose differently from the
+    recorded one (a thread_id, a request id): the server's answer echoed the recorded ones, so it echoes
+    these instead."""
     theirs, ours = _leaves(recorded), _leaves(now)
     pairs = []
     for path, value in theirs.items():
