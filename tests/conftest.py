@@ -108,5 +108,13 @@ def staging_stack(_stacks, stack_mode):
 def token(stack) -> str:
     return stack.token()
 
+
+@pytest.fixture(scope="session")
+def upstream_image():
+    """The tests' own backend (tests/upstream_app.py) as an image, built once, offline, for docker mode."""
+    from own_image import upstream_image as build
+    with build() as tag:
+        yield tag
+
 # tests/example_suite is a team's suite with its own pytest.ini, run unmodified by tests/test_plugin.py.
 collect_ignore = ["example_suite", "redirect_suite"]

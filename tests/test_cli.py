@@ -243,23 +243,21 @@ def test_fault_ls_wraps_long_faults_at_100_columns(cli):
 
 @pytest.mark.docker
 def test_docker_mode_up_logs_down_leaves_nothing(cli):
-    import docker
-    client = docker.from_env()
-    label = {"label": "simstack.stack"}
-    before = ({c.id for c in client.containers.list(all=True, filters=label)},
-              {n.id for n in client.networks.list(filters=label)})
+    """Only this stack's containers and network are compared (by its label): other runs may share the engine."""
+    from own_image import labelled
     out = cli("up", "--detach", "--mode", "docker", "--profile", "fast").stdout
     stack_id = re.search(r"simstack (\w+): docker mode", out).group(1)
     ws_url = re.search(r"^\s+ws\s+(\S+)$", out, re.M).group(1)
+    running = labelled(stack_id)
     token = dict(re.findall(r"^export (\w+)=(\S+)$", cli("env").stdout, re.M))["SIMSTACK_TOKEN"]
     cli("ws-mode", "race_on_accept")
     obs = asyncio.run(observe_ws(ws_url, token, timeout_s=5))
     assert obs.close_code == 1011
     assert "level" in cli("logs", "toxiproxy").stdout   # Toxiproxy logs JSON lines
     cli("down")
-    after = ({c.id for c in client.containers.list(all=True, filters=label)},
-             {n.id for n in client.networks.list(filters=label)})
-    assert after == before
+    assert [c.removeprefix(f"simstack-{stack_id}-") for c in running[0]] == ["api", "auth", "toxiproxy"]
+    assert len(running[1]) == 1
+    assert labelled(stack_id) == ([], [])
 
 
 def test_watch_shows_what_each_connection_went_through(cli):

@@ -1,9 +1,12 @@
-"""The gateway: a service that is not simstack's (tests/upstream_app.py, run by `--api-cmd`) behind
-Toxiproxy and the gateway, with every protocol fault that applies at the edge proven by what a
-client sees. Real processes, real sockets; time only appears as client timeouts.
+"""The gateway: a service that is not simstack's (tests/upstream_app.py) behind Toxiproxy and the
+gateway, with every protocol fault that applies at the edge proven by what a client sees. Every test
+that takes ``stack`` runs twice: in local mode (the backend run as a command, `--api-cmd`) and in
+docker mode (the backend built into an image, `--api-image`, behind the gateway's container); one
+stack per mode for the module. Real processes, real sockets; time only appears as client timeouts.
 """
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
@@ -14,6 +17,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from simstack.fakes import edge
 from simstack.shared.errors import ConfigError
 from simstack.own import OwnService
 from simstack.stack import Stack
@@ -25,9 +29,15 @@ UPSTREAM_CMD = (f"{sys.executable} -m uvicorn upstream_app:app --app-dir {TESTS}
 STAGING_1011 = "received 1011 (internal error) Internal error; then sent 1011 (internal error) Internal error"
 
 
-@pytest.fixture(scope="module")
-def own_stack():
-    with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=UPSTREAM_CMD)]) as s:
+@pytest.fixture(scope="module", params=[pytest.param("local", id="local"),
+                                        pytest.param("docker", id="docker", marks=pytest.mark.docker)])
+def own_stack(request):
+    """The backend as a command (local) or as an image (docker; built only when a docker test runs)."""
+    if request.param == "docker":
+        backend = OwnService("api", image=request.getfixturevalue("upstream_image"))
+    else:
+        backend = OwnService("api", cmd=UPSTREAM_CMD)
+    with Stack(mode=request.param, profile="fast", own=[backend]) as s:
         yield s
 
 
@@ -275,6 +285,14 @@ async def test_late_welcome_holds_the_first_frames_after_the_client_s_timeout(st
 
 
 # ---------------------------------------------------------------- what is refused, what is recorded
+
+def test_every_edge_kind_is_applied_by_a_test_of_this_module():
+    """A kind added to fakes/edge.py (or HTTPFaults) without a client-signature test here fails this:
+    every edge kind must appear as a fault kind this module applies."""
+    tree = ast.parse(Path(__file__).read_text())
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert edge.edge_kinds() - named == set()
+
 
 @pytest.mark.parametrize("kind", ["race_on_accept", "setup_error"])
 def test_server_internal_kinds_are_refused_on_a_forwarded_service_saying_why(stack, kind):
