@@ -204,6 +204,13 @@ def _tail(text: str, n: int = 600) -> str:
     return ("..." + text[-n:]) if len(text) > n else (text or "(empty)")
 
 
+def exit_error(svc: OwnService, code: int | None, when: str, log) -> StartError:
+    """Your command or image exited: its code, when, the end of its log, and how to run it by hand."""
+    what = "command" if svc.image is None else f"image {svc.image}"
+    return StartError(f"your {svc.name} {what} exited with code {code} {when}; its log ends: {_tail(log())}",
+                      f"run it by hand to see why: {svc.cmd or f'docker run --rm {svc.image}'}")
+
+
 def wait_healthy(svc: OwnService, base_url: str, timeout: float, proc: subprocess.Popen | None = None,
                  log=lambda: "") -> None:
     """Poll the health URL until it answers below 500; say why not (last error, log tail) otherwise."""
@@ -211,11 +218,7 @@ def wait_healthy(svc: OwnService, base_url: str, timeout: float, proc: subproces
 
     def exited(last: dict[str, str]) -> None:
         if proc is not None and proc.poll() is not None:
-            what = f"command exited with code {proc.returncode}" if svc.image is None else \
-                f"image {svc.image} exited with code {proc.returncode}"
-            raise StartError(f"your {svc.name} {what} before {url} answered (last error: {last['health']}); "
-                             f"its log ends: {_tail(log())}",
-                             f"run it by hand to see why: {svc.cmd or f'docker run --rm {svc.image}'}")
+            raise exit_error(svc, proc.returncode, f"before {url} answered (last error: {last['health']})", log)
 
     try:
         UntilAnswers(timeout, interval=0.05, request_timeout=2.0,
@@ -348,7 +351,11 @@ class _ContainerProcess:
 
 
 def wait_healthy_container(svc: OwnService, container, log, timeout: float) -> None:
+    """Wait on the image's published port; an image that exited before its port could be read (it is
+    unpublished then) is reported as one that exits later is, with its code and log."""
     wrapped = container.get_wrapped_container()
-    wrapped.reload()
+    process = _ContainerProcess(wrapped)
+    if process.poll() is not None:
+        raise exit_error(svc, process.returncode, "at start", log)
     host_port = wrapped.attrs["NetworkSettings"]["Ports"][f"{svc.port}/tcp"][0]["HostPort"]
-    wait_healthy(svc, f"http://127.0.0.1:{host_port}", timeout, _ContainerProcess(wrapped), log)
+    wait_healthy(svc, f"http://127.0.0.1:{host_port}", timeout, process, log)

@@ -4,6 +4,7 @@ the engine: shared by the gateway tests (docker mode), the image tests and the C
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,9 @@ from simstack import images
 from simstack.launchers.docker import LABEL_STACK, docker_client
 
 TESTS = Path(__file__).resolve().parent
+# With $EXIT_AT_ONCE set the container exits at once with that code, saying so: a backend that dies at start.
+ENTRYPOINT = ('if [ -n "$EXIT_AT_ONCE" ]; then echo "exiting at once with code $EXIT_AT_ONCE"; exit "$EXIT_AT_ONCE"; fi; '
+              "exec python3 -m uvicorn upstream_app:app --app-dir /app --host 0.0.0.0 --port 8000 --log-level warning")
 
 
 @contextlib.contextmanager
@@ -25,10 +29,8 @@ def upstream_image() -> Iterator[str]:
     tag = f"simstack-test/upstream:{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="upstream-image-") as ctx:
         shutil.copy(TESTS / "upstream_app.py", Path(ctx) / "upstream_app.py")
-        (Path(ctx) / "Dockerfile").write_text(
-            f"FROM {images.standins_image()}\nCOPY upstream_app.py /app/\nENTRYPOINT [\"python3\"]\n"
-            "CMD [\"-m\", \"uvicorn\", \"upstream_app:app\", \"--app-dir\", \"/app\", \"--host\", \"0.0.0.0\", "
-            "\"--port\", \"8000\", \"--log-level\", \"warning\"]\n")
+        (Path(ctx) / "Dockerfile").write_text(f"FROM {images.standins_image()}\nCOPY upstream_app.py /app/\n"
+                                              f"ENTRYPOINT {json.dumps(['/bin/sh', '-c', ENTRYPOINT])}\n")
         subprocess.run(["docker", "build", "-q", "--network=none", "-t", tag, ctx], check=True, capture_output=True,
                        env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=120)
     try:

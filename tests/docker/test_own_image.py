@@ -28,6 +28,19 @@ def test_an_image_of_yours_runs_behind_the_gateway_and_is_removed_afterwards(ups
     assert labelled(stack.id) == ([], [])
 
 
+def test_an_image_that_exits_at_start_is_reported_as_yours_with_its_code_and_log(upstream_image):
+    """Before, it was called "the api stand-in" and its exit code was not given (or, exited before
+    its port was read, a KeyError)."""
+    svc = OwnService("api", image=upstream_image, env={"EXIT_AT_ONCE": "3"})
+    stack = Stack(mode="docker", profile="fast", own=[svc], startup_timeout=10)
+    with pytest.raises(StartError) as info:
+        stack.start()
+    assert f"your api image {upstream_image} exited with code 3" in str(info.value)
+    assert "exiting at once with code 3" in str(info.value)
+    assert f"docker run --rm {upstream_image}" in str(info.value)
+    assert labelled(stack.id) == ([], [])
+
+
 def test_an_image_not_in_the_local_engine_is_refused_without_a_pull():
     missing = f"simstack-test/not-built:{uuid.uuid4().hex[:8]}"
     with pytest.raises(StartError) as info:

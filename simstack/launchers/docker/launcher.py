@@ -205,15 +205,16 @@ class DockerLauncher:
             raise StartError(f"Toxiproxy's API at {url} did not answer within {READY_TIMEOUT:.0f}s",
                              f"its log:\n{self.logs(TOXIPROXY)[-2000:]}") from None
         for service in STANDINS:
+            if service.name in spec.own:   # your image: its exit is reported as yours, with its code
+                from ...own import wait_healthy_container
+                wait_healthy_container(spec.own[service.name], self._containers[service.name],
+                                       lambda name=service.name: self.logs(name), spec.startup_timeout)
+                continue
             container = self._containers[service.name].get_wrapped_container()
             container.reload()
             if container.status not in ("running", "created"):
                 raise StartError(f"the {service.name} stand-in exited at start ({container.status})",
                                  f"its log:\n{self.logs(service.name)[-2000:]}")
-            if service.name in spec.own:
-                from ...own import wait_healthy_container
-                wait_healthy_container(spec.own[service.name], self._containers[service.name],
-                                       lambda name=service.name: self.logs(name), spec.startup_timeout)
 
 
 def _remove_container(container: "DockerContainer") -> None:
