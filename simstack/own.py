@@ -46,6 +46,7 @@ class OwnService:
     env: dict = field(default_factory=dict)    # VAR -> template ({port}, {dep.NAME})
     image: str | None = None          # an image in the local engine (docker mode; never pulled)
     port: int = 8000                  # the port the image's service listens on ({port} for an image)
+    cwd: str | None = None            # where the command runs (None: the current directory); a stack file's: its own
 
     def __post_init__(self) -> None:
         opt = f"--{self.name}"
@@ -141,11 +142,11 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
-def add_options(parser) -> None:
-    """``simstack up`` options for services of your own."""
+def add_options(parser, file_help: str = "and redirect: lines served like --redirect") -> None:
+    """Options for services of your own (``simstack up``, ``simstack scenario run``)."""
     parser.add_argument("-f", "--file", dest="stack_file", metavar="FILE",
                         help="a stack file (simstack.yaml) naming services of your own, their dependencies and env, "
-                             "and redirect: lines served like --redirect")
+                             + file_help)
     for name in SERVICES:
         g = parser.add_argument_group(f"your own {name} service (replaces the {name} stand-in)")
         g.add_argument(f"--{name}-url", help="a service already running, e.g. http://127.0.0.1:9000")
@@ -290,7 +291,8 @@ def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout
             if svc.cmd is not None:
                 with bind(0, "") as s:
                     port = s.getsockname()[1]
-                launcher._spawn(svc.name, command_argv(svc, port, deps), {**os.environ, **command_env(svc, port, deps)})
+                launcher._spawn(svc.name, command_argv(svc, port, deps), {**os.environ, **command_env(svc, port, deps)},
+                                cwd=svc.cwd or os.getcwd())
                 base = f"http://127.0.0.1:{port}"
                 wait_healthy(svc, base, timeout, launcher.procs[svc.name], lambda name=svc.name: launcher.logs(name))
             else:

@@ -12,9 +12,10 @@ reach them, what they call and how they are told where it is.
     redirect:                                     # hard-coded staging hosts -> the stack (like --simstack-redirect)
       api.staging.example.com: api
 
-Either field may be left out: a file with only ``redirect:`` is valid. Used by ``simstack up -f FILE``
-and the pytest plugin's ``--simstack-file`` (ini ``simstack_file``).
-A service not listed keeps its stand-in. Errors name the file, the field, the value and what is allowed.
+Either field may be left out: a file with only ``redirect:`` is valid. Used by ``simstack up -f FILE``,
+``simstack scenario run -f FILE`` and the pytest plugin's ``--simstack-file`` (ini ``simstack_file``).
+A service not listed keeps its stand-in. A ``cmd`` runs in the file's directory, so a committed file
+works wherever it is used from. Errors name the file, the field, the value and what is allowed.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def read(path: str | Path) -> StackFile:
                           "give the path of your simstack.yaml") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"stack file {path}: not valid YAML: {exc}", "fix the syntax") from None
-    return StackFile(parse(data, str(path)), parse_redirect_field(data, str(path)))
+    return StackFile(parse(data, str(path), cwd=str(path.resolve().parent)), parse_redirect_field(data, str(path)))
 
 
 def parse_redirect_field(data: Any, where: str) -> list[tuple[str, str]]:
@@ -72,7 +73,7 @@ def parse_redirect_field(data: Any, where: str) -> list[tuple[str, str]]:
     return specs
 
 
-def parse(data: Any, where: str) -> list[OwnService]:
+def parse(data: Any, where: str, cwd: str | None = None) -> list[OwnService]:
     _mapping(data, where, TOP_KEYS)
     services = data.get("services") or {}
     _mapping(services, f"{where}: services", SERVICES)
@@ -94,7 +95,7 @@ def parse(data: Any, where: str) -> list[OwnService]:
             out.append(OwnService(name, url=spec.get("url"), cmd=spec.get("cmd"), image=spec.get("image"),
                                   port=spec.get("port", 8000), health=spec.get("health", "/health"),
                                   deps={str(k): str(v) for k, v in depends.items()},
-                                  env={str(k): str(v) for k, v in env.items()}))
+                                  env={str(k): str(v) for k, v in env.items()}, cwd=cwd))
         except ConfigError as exc:
             raise ConfigError(f"{at}: {exc.message}", exc.hint) from None
     return out

@@ -101,6 +101,18 @@ def test_a_command_that_exits_names_the_health_url_the_last_error_and_its_log():
     assert "last error: ConnectError" in text and "broken-config" in text
 
 
+def test_a_command_runs_where_it_was_given_a_stack_file_s_in_the_file_s_directory(tmp_path, monkeypatch):
+    """`uvicorn myapp:app` must find the team's module: not in simstack's directory."""
+    from simstack.stackfile import load
+    team, elsewhere = tmp_path / "team", tmp_path / "elsewhere"
+    team.mkdir()
+    elsewhere.mkdir()
+    (team / "simstack.yaml").write_text("services:\n  api:\n    cmd: pwd\n")
+    monkeypatch.chdir(elsewhere)
+    assert f"its log ends: {elsewhere}" in str(refused_start(OwnService("api", cmd="pwd")))
+    assert f"its log ends: {team}" in str(refused_start(*load(team / "simstack.yaml")))
+
+
 def test_a_command_that_never_becomes_healthy_is_stopped_and_reported():
     err = refused_start(OwnService("api", cmd=UPSTREAM_CMD, health="/status/503"), timeout=2)
     text = str(err)

@@ -108,12 +108,12 @@ class LocalLauncher:
         launcher.attached_to = record["id"]
         return launcher
 
-    def _spawn(self, name: str, argv: list[str], env: dict, pass_fds=()) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict, pass_fds=(), cwd=ROOT) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")
         try:
             self.procs[name] = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                pass_fds=pass_fds, cwd=ROOT, start_new_session=True, preexec_fn=_die_with(os.getpid()))
+                pass_fds=pass_fds, cwd=cwd, start_new_session=True, preexec_fn=_die_with(os.getpid()))
         finally:
             log.close()
 
