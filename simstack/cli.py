@@ -159,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                         parents=[scenario_dirs])
     s.add_argument("names", nargs="+", metavar="NAME", help="scenario names or paths to YAML files")
     stack_options(s)
-    s.add_argument("--id", help="use this running stack (default: the running one, else start one)")
+    s.add_argument("--id", help="use this running stack (default: the running one, else start one; with -f or "
+                                "--api-*/--auth-*: always a new one, with your services)")
     s.add_argument("--html", metavar="PATH", help="also write an HTML timeline of the scenarios, side by side")
+    own.add_options(s, file_help="for a stack started for this run (its redirect: lines are checked, not served)")
     s.set_defaults(func=cmd_scenario_run)
 
     c = cmd("repro", cmd_repro, "reproduce a staging failure and show what the fix changes")
@@ -514,12 +516,7 @@ def cmd_scenario_run(args) -> int:
     from .scenarios import format_result, load_scenario, run_labelled
     scenarios = [load_scenario(n, args.scenarios) for n in args.names]   # every file is checked before anything runs
     html = report.check_path(args.html, "--html") if args.html else None
-    try:
-        stack = Stack.attach(args.id)
-    except NotRunning:
-        if args.id:
-            raise
-        stack = Stack(mode=args.mode, profile=args.profile).start()
+    stack = _scenario_stack(args)
     try:
         runs = [run_labelled(s, stack, f"scenario:{s.name}") for s in scenarios]
     finally:
@@ -533,6 +530,31 @@ def cmd_scenario_run(args) -> int:
                      "simstack scenario run", subtitle=", ".join(args.names), layout="columns")
         print(f"HTML timeline: {html}")
     return 0 if all(r.passed for r in results) else 1
+
+
+def _scenario_stack(args) -> Stack:
+    """The stack `scenario run` uses. Services of your own (-f, --api-*, --auth-*) describe a stack to
+    start, so they always get a new one, never a running stack that may hold other services; without
+    them: --id's stack, else the running one, else a new one of stand-ins."""
+    services = own.from_args(args)   # a bad stack file or option stops here, before anything starts
+    if services or args.stack_file:
+        if args.id:
+            raise SimstackError(f"--id {args.id} picks a running stack, and -f/--api-*/--auth-* describe one to start",
+                                "drop --id to run on a new stack with your services, or drop the others to use that stack")
+        stack = Stack(mode=args.mode, profile=args.profile, own=services)
+        if stack.mode_note:
+            print(stack.mode_note, flush=True)
+        stack.start()
+        print(f"started stack {stack.id} ({stack.mode} mode) for this run"
+              + (f" with your {' and '.join(stack.own)} service" if stack.own else "") + "; it stops when the run ends",
+              flush=True)
+        return stack
+    try:
+        return Stack.attach(args.id)
+    except NotRunning:
+        if args.id:
+            raise
+        return Stack(mode=args.mode, profile=args.profile).start()
 
 
 def cmd_repro(args) -> int:

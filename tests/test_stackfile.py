@@ -114,12 +114,26 @@ def test_the_plugin_runs_a_suite_against_a_forwarded_backend_with_per_test_fault
     ("redirect:\n  api.staging.x.invalid: backend\n",
      "redirect: unknown service 'backend' in 'api.staging.x.invalid=backend'"),
 ])
-def test_cli_up_refuses_a_bad_stack_file_in_one_line(tmp_path, text, expected):
+@pytest.mark.parametrize("command", [["up"], ["scenario", "run", "repro-1011"]], ids=["up", "scenario-run"])
+def test_cli_refuses_a_bad_stack_file_in_one_line_before_starting_anything(tmp_path, text, expected, command):
+    import os
     import subprocess
-    path = tmp_path / "simstack.yaml"
+    path, state = tmp_path / "simstack.yaml", tmp_path / "state"
     path.write_text(text)
-    r = subprocess.run([sys.executable, "-m", "simstack.cli", "up", "-f", str(path)], capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run([sys.executable, "-m", "simstack.cli", *command, "-f", str(path)], capture_output=True,
+                       text=True, timeout=30, env={**os.environ, "SIMSTACK_STATE_DIR": str(state)})
     assert r.returncode == 2
     assert r.stderr.startswith(f"simstack: error: {path}: {expected}"), r.stderr
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not state.exists() or list(state.iterdir()) == []     # nothing started: no output, no record
+
+
+def test_scenario_run_refuses_id_with_a_stack_file_instead_of_ignoring_either(tmp_path, capsys):
+    """-f describes a stack to start and --id picks a running one: running on either would surprise."""
+    from simstack.cli import main
+    path = tmp_path / "simstack.yaml"
+    path.write_text("services:\n  api:\n    url: http://127.0.0.1:9\n")
+    assert main(["scenario", "run", "repro-1011", "-f", str(path), "--id", "0123456789"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simstack: error: --id 0123456789 picks a running stack, and -f/--api-*/--auth-* "
+                          "describe one to start -> drop --id"), err
