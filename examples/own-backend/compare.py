@@ -1,10 +1,11 @@
 """``make repro-own-backend``: a backend that is not simstack's, in two builds, checked with the same
 e2e suite with and without a slow link to its Redis.
 
-For each build (``racy``, ``fixed``) it starts the stack with the backend as the api service
-(``--api-cmd``), its Redis behind a Toxiproxy listener (``--api-dep redis=...``), runs the team's
+For each build (``racy``, ``fixed``) it starts the stack with the backend as the api service, as the
+committed stack file ``simstack.yaml`` describes it (its Redis behind a Toxiproxy listener, at the
+address of the Redis started here), runs the team's
 suite (``suite/``, through the pytest plugin, attached) and a probe of five connections, first with
-a healthy link, then under ``slow-redis.yaml`` (latency on ``dep:redis``). It prints one table and
+a healthy link, then under ``scenarios/slow-redis.yaml`` (latency on ``dep:redis``). It prints one table and
 exits 0 only when the racy build fails with 1011 under latency alone and the fixed build passes
 everywhere.
 
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from websockets.asyncio.client import connect
@@ -33,10 +34,12 @@ from simstack import state
 from simstack.own import OwnService
 from simstack.scenarios import load_scenario
 from simstack.stack import Stack
+from simstack.stackfile import load
 from simstack.toxiproxy import drain_s
 
 HERE = Path(__file__).resolve().parent
-SCENARIO = HERE / "slow-redis.yaml"
+SCENARIO = HERE / "scenarios" / "slow-redis.yaml"
+STACK_FILE = HERE / "simstack.yaml"
 EVENTS = ("agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed")
 BUILDS = ("racy", "fixed")
 
@@ -66,9 +69,14 @@ def start_redis() -> tuple[subprocess.Popen, str]:
 
 
 def backend(build: str, redis_addr: str) -> OwnService:
-    return OwnService("api", cmd=f"{sys.executable} -m uvicorn backend:app --app-dir {HERE} --port {{port}} "
-                                 "--ws websockets-sansio --log-level warning",
-                      deps={"redis": redis_addr}, env={"BUILD": build, "REDIS_URL": "redis://{dep.redis}"})
+    """The stack file's api service, in this build, calling the Redis at ``redis_addr``."""
+    [api] = load(STACK_FILE)
+    return replace(api, deps={"redis": redis_addr}, env={**api.env, "BUILD": build})
+
+
+def venv_path() -> str:
+    """$PATH with this interpreter's directory first: the stack file's ``uvicorn``, as in an active venv."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 @dataclass
@@ -170,6 +178,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
+    os.environ["PATH"] = venv_path()
     with tempfile.TemporaryDirectory(prefix="simstack-own-backend-") as tmp:
         os.environ["SIMSTACK_STATE_DIR"] = tmp          # the suite attaches to this comparison's stack only
         redis, addr = start_redis()
