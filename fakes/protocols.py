@@ -1,11 +1,13 @@
 """uvicorn's HTTP and WebSocket protocols, with JSON answers where uvicorn writes plain text or nothing.
 
 Selected by ``--http simstack.fakes.protocols:HTTPProtocol --ws simstack.fakes.protocols:WebSocketProtocol``
-(see ``simstack/services.py``); everything else is uvicorn's own:
+(see ``simstack/services.py``; the gateway uses ``HTTPToolsProtocol``); everything else is uvicorn's own:
 
 - HTTP: a request uvicorn's h11 parser refuses (``Content-Length: abc``, a broken request
   line, a head over 16 KiB that arrives in pieces) gets a JSON 400 (431 for the head that
-  is too large) instead of ``text/plain`` "Invalid HTTP request received.".
+  is too large) instead of ``text/plain`` "Invalid HTTP request received.". The httptools
+  protocol (the gateway's) answers the same requests the same way; httptools has no limit
+  on the head, so the 16 KiB one is counted here.
 - WebSocket: an upgrade that websockets' request parser refuses (a header line over
   8 KiB, more than 128 header fields) got no answer at all under ``websockets-sansio`` and
   its socket was held until the client gave up: websockets queues its 431/414 answer, but
@@ -21,6 +23,7 @@ import json
 from http import HTTPStatus
 
 from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import RequestLineTooLong, SecurityError
@@ -72,16 +75,70 @@ class _LingeringRefusal:
         return super().eof_received()
 
 
+def _head_limit(config) -> int:
+    return config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+
+
+def _refusal(msg: str, limit: int, too_large: bool) -> bytes:
+    if too_large:
+        status, why = 431, f"the request head is larger than {limit // 1024} KiB"
+    else:
+        status, why = 400, "malformed HTTP request (e.g. a Content-Length that is not a number)"
+    return json_response_bytes(status, f"{msg} {why}")
+
+
 class HTTPProtocol(_LingeringRefusal, H11Protocol):
     """uvicorn's h11 protocol; a request it cannot parse is answered with JSON."""
 
     def send_400_response(self, msg: str) -> None:
-        limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-        if len(self.conn.trailing_data[0]) > limit:
-            status, why = 431, f"the request head is larger than {limit // 1024} KiB"
-        else:
-            status, why = 400, "malformed HTTP request (e.g. a Content-Length that is not a number)"
-        self._answer_and_close(json_response_bytes(status, f"{msg} {why}"))
+        limit = _head_limit(self.config)
+        self._answer_and_close(_refusal(msg, limit, len(self.conn.trailing_data[0]) > limit))
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops parsing and uvicorn calls send_400_response."""
+
+
+class HTTPToolsProtocol(_LingeringRefusal, HttpToolsProtocol):
+    """uvicorn's httptools protocol (the gateway's: it parses in C, where h11 spends ~50 us of Python
+    per request); a request it cannot parse is answered with JSON, and a head over the limit h11 has
+    (16 KiB, ``--h11-max-incomplete-event-size``) with a JSON 431, as :class:`HTTPProtocol` does.
+
+    The head is measured twice: while it is incomplete, by the bytes read for it (those of the chunk
+    it began in count less the body bytes of the request before it), so a head that never ends is
+    refused once it passes the limit; once complete, by its request target and header lines."""
+
+    _in_head = True      # no request head has completed since the last one began
+    _head_bytes = 0      # bytes read for the incomplete head
+    _chunk_body = 0      # body bytes in the chunk being parsed (not head bytes)
+    _too_large = False
+
+    def data_received(self, data: bytes) -> None:
+        self._chunk_body = 0
+        super().data_received(data)
+        if self._in_head and not self._refused and not self.transport.is_closing():
+            self._head_bytes += len(data) - self._chunk_body
+            if self._head_bytes > _head_limit(self.config):
+                self._too_large = True
+                self.send_400_response("Invalid HTTP request received.")
+
+    def on_message_begin(self) -> None:
+        self._in_head, self._head_bytes = True, 0
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > _head_limit(self.config):
+            self._too_large = True
+            raise _HeadTooLarge()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk_body += len(body)
+        super().on_body(body)
+
+    def send_400_response(self, msg: str) -> None:
+        self._answer_and_close(_refusal(msg, _head_limit(self.config), self._too_large))
 
 
 class _JSONRejects(ServerProtocol):

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import httpx
 
 from .shared.errors import ConfigError, StartError
-from .services import PROTOCOLS
+from .services import GATEWAY_PROTOCOLS
 from .shared.faults import DEP_PREFIX
 from .wait import NotReady, UntilAnswers
 
@@ -243,7 +243,7 @@ def gateway_argv(fd: int | None = None, port: int = 8000) -> list[str]:
     bind = ["-m", "simstack.fakes.serve", GATEWAY_APP, "--fd", str(fd)] if fd is not None else \
         ["-m", "uvicorn", GATEWAY_APP, "--host", "0.0.0.0", "--port", str(port)]
     return [*bind, "--factory", "--log-level", "warning", "--no-access-log", "--no-server-header",
-            "--no-date-header", *PROTOCOLS, "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
+            "--no-date-header", *GATEWAY_PROTOCOLS, "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
             "--timeout-graceful-shutdown", "1"]
 
 

@@ -330,26 +330,42 @@ def test_admin_calls_with_a_body_that_is_not_json_get_400_json(stack):
 
 # ---------------------------------------------------------------- item 5: malformed HTTP gets JSON
 
-@pytest.mark.parametrize("endpoint", ["api", "auth"])
-@pytest.mark.parametrize("request_bytes", [
+MALFORMED = pytest.mark.parametrize("request_bytes", [
     b"POST /api/messages HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
     b"NOT-HTTP\r\n\r\n",
 ], ids=["content-length-abc", "header-without-colon", "no-request-line"])
-def test_a_malformed_http_request_gets_400_json(stack, endpoint, request_bytes):
-    url = stack.endpoints.api_url if endpoint == "api" else stack.endpoints.auth_url
+
+
+def assert_malformed_gets_400_json(url: str, request_bytes: bytes) -> None:
     status, headers, body = parse_response(raw_exchange(url, request_bytes))
     assert status == 400 and headers["content-type"] == "application/json"
     assert json.loads(body)["error_code"] == "BAD_REQUEST" and json.loads(body)["detail"]
 
 
-def test_an_http_request_head_over_16_kib_gets_431_json(stack):
-    u = urlparse(stack.endpoints.api_url)
+def big_head_answer(url: str, ends: bool) -> tuple[int, dict, bytes]:
+    """The answer to a GET whose head is over 16 KiB: one that never ends, or a complete one."""
+    u = urlparse(url)
     with socket.create_connection((u.hostname, u.port), timeout=2) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000)   # the head never ends
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000 + (b"\r\n\r\n" if ends else b""))
         raw = s.recv(65536)
-    status, headers, body = parse_response(raw)
+    return parse_response(raw)
+
+
+def assert_431_json(answer: tuple[int, dict, bytes]) -> None:
+    status, headers, body = answer
     assert status == 431 and headers["content-type"] == "application/json" and "16 KiB" in json.loads(body)["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ["api", "auth"])
+@MALFORMED
+def test_a_malformed_http_request_gets_400_json(stack, endpoint, request_bytes):
+    assert_malformed_gets_400_json(stack.endpoints.api_url if endpoint == "api" else stack.endpoints.auth_url,
+                                   request_bytes)
+
+
+def test_an_http_request_head_over_16_kib_gets_431_json(stack):
+    assert_431_json(big_head_answer(stack.endpoints.api_url, ends=False))
 
 
 # ---------------------------------------------------------------- item 6: non-finite numbers
@@ -493,6 +509,23 @@ GATEWAY_UPSTREAM = (f"{sys.executable} -m uvicorn upstream_app:app --app-dir {Pa
 def gateway_stack():
     with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=GATEWAY_UPSTREAM)]) as s:
         yield s
+
+
+@MALFORMED
+def test_the_gateway_answers_a_malformed_http_request_400_json(gateway_stack, request_bytes):
+    """The gateway parses with httptools, not h11 (simstack/services.py): the same requests get the same JSON."""
+    assert_malformed_gets_400_json(gateway_stack.endpoints.api_url, request_bytes)
+
+
+@pytest.mark.parametrize("ends", [False, True], ids=["head-never-ends", "complete-head"])
+def test_the_gateway_answers_an_http_head_over_16_kib_431_json(gateway_stack, ends):
+    assert_431_json(big_head_answer(gateway_stack.endpoints.api_url, ends))
+
+
+def test_the_gateway_serves_a_head_just_under_16_kib(gateway_stack):
+    with http(gateway_stack.endpoints.api_url) as client:
+        r = client.get("/health", headers={"X-Big": "a" * 15_000})
+    assert r.status_code == 200, r.text
 
 
 def test_the_gateway_answers_an_upgrade_with_oversized_headers_431_json_at_once(gateway_stack):

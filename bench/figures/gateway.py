@@ -39,11 +39,17 @@ ADDED_P50_TARGET_MS = 0.5
 RPS_RATIO_TARGET = 0.7
 
 
+# The upstream's own server stays what every figure so far was measured with (h11 on asyncio's loop),
+# named because uvicorn picks httptools and uvloop by default once they are installed (simstack's
+# gateway needs them): the baselines must not move when simstack's dependencies do.
+UPSTREAM_SERVER = ("--http", "h11", "--loop", "asyncio", "--ws", "websockets-sansio")
+
+
 def _start_upstream() -> tuple[subprocess.Popen, str]:
     with bind(0, "") as s:
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.upstream:app", "--port", str(port),
-                             "--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio"],
+                             "--log-level", "warning", "--no-access-log", *UPSTREAM_SERVER],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
