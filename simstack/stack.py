@@ -250,19 +250,30 @@ class _StartSignals:
 
 
 def mint_token(endpoints: Endpoints, email: str = DEFAULT_EMAIL, bypass_key: str | None = None) -> str:
-    """A token from the auth stand-in's /auth/e2e/test-auth (via the control proxy, so faults can't block it)."""
+    """A token from the auth service's /auth/e2e/test-auth (via the control proxy, so faults can't block
+    it). The service is the auth stand-in, or your own auth service in its place: errors say "the auth
+    service" and an answer without a token string is reported, not trusted."""
     url = f"{endpoints.auth_control_url}/auth/e2e/test-auth"
     try:
         r = httpx.post(url, trust_env=False, timeout=10,
                        headers={"X-E2E-Bypass-Key": bypass_key or "simstack-e2e", INTERNAL_HEADER: "token"},
                        json={"email": email, "name": "E2E Test User", "permissions": ["read", "write"]})
     except httpx.HTTPError as exc:
-        raise SimstackError(f"the auth stand-in did not answer POST {url}: {exc or exc.__class__.__name__}",
+        raise SimstackError(f"the auth service did not answer POST {url}: {exc or exc.__class__.__name__}",
                             "is the stack still running? `simstack status`") from None
     if r.status_code == 401:
-        raise SimstackError(f"the auth stand-in refused the bypass key for a token: {r.text.strip()[:200]}",
+        raise SimstackError(f"the auth service refused the bypass key for a token: {r.text.strip()[:200]}",
                             "the stack was started with --bypass-key; give the same key (SIMSTACK_BYPASS_KEY)")
     if r.status_code != 200:
-        raise SimstackError(f"the auth stand-in answered HTTP {r.status_code} for a token: {r.text.strip()[:200]}",
+        raise SimstackError(f"the auth service answered HTTP {r.status_code} for a token: {r.text.strip()[:200]}",
                             "is a fault active on auth? `simstack fault ls`")
-    return r.json()["access_token"]
+    try:
+        token = r.json().get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise SimstackError(f"the auth service answered POST {url} without an access_token string: "
+                            f"{r.text.strip()[:200]!r}",
+                            "your auth service must answer /auth/e2e/test-auth as CONTRACT.md describes "
+                            "({\"access_token\": ...})")
+    return token

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from simstack.own import OwnService
-from simstack.shared.errors import ConfigError, StartError
+from simstack.shared.errors import ConfigError, SimstackError, StartError
 from simstack.shared.faults import Fault
 from simstack.stack import Stack
 from standin_client import http
@@ -181,6 +181,15 @@ def test_your_own_auth_service_sits_behind_the_gateway_with_auth_faults_and_the_
     assert forwarded.json()["path"] == "/echo" and overridden.status_code == 503
     assert stand_in.json()["service"] == "netra-ai-platform"
     assert [r["status"] for r in records if r["service"] == "auth" and r["path"] == "/echo"] == [200, 503]
+
+
+def test_an_auth_service_of_yours_that_answers_the_token_request_without_a_token_is_named_in_one_line():
+    with Stack(mode="local", profile="fast", own=[OwnService("auth", cmd=UPSTREAM_CMD)]) as stack:
+        with pytest.raises(SimstackError) as info:
+            stack.token()
+    assert "the auth service answered POST" in info.value.message
+    assert "without an access_token string: '{\"token_type\":\"bearer\"}'" in info.value.message
+    assert "CONTRACT.md" in info.value.hint
 
 
 @pytest.mark.parametrize("own,mode,expected", [

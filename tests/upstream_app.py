@@ -3,7 +3,8 @@
 HTTP: ``/health``; ``/echo`` answers what it received (method, path, query, headers, body);
 ``/status/N`` answers N with a JSON body; ``/stream`` a chunked body; ``/last-close`` the close code
 and reason the last WebSocket client sent; ``/dep`` one round trip to the TCP echo at ``$DEP_ADDR``
-(``{"ok": false}`` when it takes longer than ``?timeout_s=``, default 0.3).
+(``{"ok": false}`` when it takes longer than ``?timeout_s=``, default 0.3); ``/auth/e2e/test-auth``
+answers 200 without a token (an auth service that does not honour the contract's token request).
 WebSocket ``/ws``: refuses with ``?refuse=N`` (status N, JSON body); accepts (selecting ``jwt-auth``
 only when offered), sends ``hello`` with the headers it got, then answers each frame:
 ``start_agent`` -> the five agent events; ``close`` -> a close with the frame's code and reason;
@@ -67,6 +68,10 @@ async def dep(request: Request) -> JSONResponse:
     return JSONResponse({"ok": line == b"ping\n"})
 
 
+async def no_token(request: Request) -> JSONResponse:
+    return JSONResponse({"token_type": "bearer"})
+
+
 async def ws_endpoint(ws: WebSocket) -> None:
     refuse = ws.query_params.get("refuse")
     if refuse:
@@ -103,4 +108,5 @@ async def ws_endpoint(ws: WebSocket) -> None:
 
 app = Starlette(routes=[Route("/health", health), Route("/echo", echo, methods=["GET", "POST", "PUT"]),
                         Route("/status/{code}", status), Route("/stream", stream),
-                        Route("/last-close", last_close), Route("/dep", dep), WebSocketRoute("/ws", ws_endpoint)])
+                        Route("/last-close", last_close), Route("/dep", dep),
+                        Route("/auth/e2e/test-auth", no_token, methods=["POST"]), WebSocketRoute("/ws", ws_endpoint)])
