@@ -9,7 +9,14 @@ local mode) or one already running (``--api-url http://127.0.0.1:9000``). It dec
 calls (``--api-dep redis=127.0.0.1:6379``); simstack puts a Toxiproxy listener in front of each
 dependency and hands the service the listener's address through environment templates
 (``--api-env REDIS_URL=redis://{dep.redis}``), so ``fault add latency --target dep:redis`` slows
-the service's link to it.
+the service's link to it. A dependency may also be the other service of the stack (``--api-dep
+auth=auth``): its listener then leads to that service's own upstream (its stand-in, or the gateway
+in front of yours), not through the suite's ``auth`` proxy, so each link has its own faults.
+
+In docker mode an image is handed ``toxiproxy:PORT`` (Toxiproxy's container, on the stack's
+network); a dependency on this machine (``127.0.0.1``, ``localhost``) is dialled from there as
+``host.docker.internal`` (the engine's host gateway), so it must listen on an address containers
+reach. Each dependency is checked from the stack's network before the image starts.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ SERVICES = ("api", "auth")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
 GATEWAY_APP = "simstack.fakes.gateway:from_env"
+HOST_ALIAS = "host.docker.internal"   # this machine, as containers reach it (the engine's host gateway)
+_THIS_HOST = re.compile(r"^(127\.[0-9.]+|localhost|0\.0\.0\.0|\[::1?\])$")
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,6 @@ class OwnService:
             raise ConfigError(f"{opt}-dep/{opt}-env with {opt}-url: a service already running cannot be handed "
                               "the addresses of its dependencies' listeners",
                               f"let simstack run it with {opt}-cmd, so its environment carries them")
-        if self.image is not None and self.deps:
-            raise ConfigError(f"{opt}-dep with {opt}-image: dependencies of a containerised service are not "
-                              "supported yet", f"run it with {opt}-cmd (local mode) to put its dependencies "
-                              "behind Toxiproxy")
         if not 0 < self.port < 65536:
             raise ConfigError(f"{opt}-image-port {self.port!r} is not a port", "e.g. 8000")
         if self.url is not None:
@@ -78,8 +83,9 @@ class OwnService:
             if not _NAME.match(dep):
                 raise ConfigError(f"{opt}-dep: {dep!r} is not a dependency name",
                                   "lower-case letters, digits and _, starting with a letter, e.g. redis")
-            if not _ADDRESS.match(address):
-                raise ConfigError(f"{opt}-dep {dep}={address!r}: not a host:port", "e.g. redis=127.0.0.1:6379")
+            if address not in SERVICES and not _ADDRESS.match(address):
+                raise ConfigError(f"{opt}-dep {dep}={address!r}: not a host:port nor a service of the stack",
+                                  f"e.g. redis=127.0.0.1:6379, or auth=auth ({' or '.join(SERVICES)})")
         fake = {d: "127.0.0.1:1" for d in self.deps}
         for var, template in self.env.items():
             self.render(template, 1, fake, f"{opt}-env {var}")
@@ -104,10 +110,40 @@ class OwnService:
                                   f"declare it with --{self.name}-dep {dep}=HOST:PORT")
         return template.format(port=port, dep=SimpleNamespace(**deps))
 
-    @property
-    def proxies(self) -> dict[str, str]:
-        """Toxiproxy proxy name -> the dependency's real address."""
-        return {f"{DEP_PREFIX}{d}": a for d, a in self.deps.items()}
+
+def declared(services) -> dict[str, tuple[OwnService, str]]:
+    """Each dependency name once, with the first service declaring it and its address (both services
+    may declare one; :func:`mode_for` refused one name at two addresses): one listener per name."""
+    out: dict[str, tuple[OwnService, str]] = {}
+    for svc in services:
+        for dep, address in svc.deps.items():
+            out.setdefault(dep, (svc, address))
+    return out
+
+
+def dep_listeners(toxiproxy_url: str, services, upstream, check, listen_host: str,
+                  handed_host: str | None = None) -> dict[str, str]:
+    """Check that every dependency given as host:port accepts connections (``check``), then create its
+    listener ``dep:NAME`` towards ``upstream(address)``. Returns name -> the address services are handed
+    (the listener's, or ``handed_host`` with its port: docker mode's ``toxiproxy``)."""
+    from .toxiproxy import Toxiproxy
+    found = declared(services)
+    for dep, (svc, address) in found.items():
+        if address not in SERVICES:      # a service of the stack is simstack's to start and wait for
+            check(svc, dep, address)
+    toxi = Toxiproxy(toxiproxy_url)
+    try:
+        out = {}
+        for dep, (_svc, address) in found.items():
+            listen = toxi.create_proxy(f"{DEP_PREFIX}{dep}", f"{listen_host}:0", upstream(address))["listen"]
+            out[dep] = f"{handed_host}:{listen.rpartition(':')[2]}" if handed_host else listen
+        return out
+    finally:
+        toxi.close()
+
+
+def on_this_host(address: str) -> bool:
+    return bool(_THIS_HOST.match(address.rpartition(":")[0]))
 
 
 def mode_for(services, mode: str) -> str | None:
@@ -155,8 +191,9 @@ def add_options(parser, file_help: str = "and redirect: lines served like --redi
         g.add_argument(f"--{name}-image-port", type=int, default=8000,
                        help="the port the image's service listens on (default 8000)")
         g.add_argument(f"--{name}-health", default="/health", help="its health path (default /health)")
-        g.add_argument(f"--{name}-dep", action="append", metavar="NAME=HOST:PORT",
-                       help="a dependency it calls; reached through Toxiproxy (fault target dep:NAME)")
+        g.add_argument(f"--{name}-dep", action="append", metavar="NAME=HOST:PORT|SERVICE",
+                       help="a dependency it calls, at HOST:PORT or a service of this stack (e.g. auth=auth); "
+                            "reached through Toxiproxy (fault target dep:NAME)")
         g.add_argument(f"--{name}-env", action="append", metavar="VAR=TEMPLATE",
                        help="environment for the command, e.g. REDIS_URL=redis://{dep.redis}")
 
@@ -172,8 +209,8 @@ def from_args(args) -> list[OwnService]:
         deps, env = getattr(args, f"{name}_dep", None), getattr(args, f"{name}_env", None)
         if url is None and cmd is None and image is None:
             if deps or env:
-                raise ConfigError(f"--{name}-dep/--{name}-env without --{name}-url or --{name}-cmd",
-                                  f"they describe a service of your own: add --{name}-cmd or --{name}-url")
+                raise ConfigError(f"--{name}-dep/--{name}-env without --{name}-cmd, --{name}-image or --{name}-url",
+                                  f"they describe a service of your own: add --{name}-cmd or --{name}-image")
             continue
         if any(s.name == name for s in out):
             raise ConfigError(f"the {name} service is described twice: in {args.stack_file} and by --{name}-url/--{name}-cmd",
@@ -260,10 +297,9 @@ def command_argv(svc: OwnService, port: int, deps: dict) -> list[str]:
     return ["/bin/sh", "-c", f"exec {cmd}" if simple else cmd]
 
 
-def image_env(svc: OwnService) -> dict[str, str]:
+def image_env(svc: OwnService, deps: dict) -> dict[str, str]:
     """Environment for an image's container: ``$PORT`` and the templates (``{port}`` = the image's port)."""
-    return {"PORT": str(svc.port), **{var: svc.render(t, svc.port, {}, f"--{svc.name}-env {var}")
-                                      for var, t in svc.env.items()}}
+    return command_env(svc, svc.port, deps)
 
 
 def command_env(svc: OwnService, port: int, deps: dict) -> dict[str, str]:
@@ -272,22 +308,22 @@ def command_env(svc: OwnService, port: int, deps: dict) -> dict[str, str]:
     return env
 
 
-def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout: float) -> dict[str, str]:
+def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout: float,
+                standins: dict[str, str]) -> dict[str, str]:
     """Start each service of yours (or check the running one), its dependency listeners and its gateway.
 
-    Returns service name -> the gateway's ``host:port``, the upstream of the service's proxies."""
+    ``standins``: the upstreams of the stand-ins already running. Returns service name -> the
+    gateway's ``host:port``, the upstream of the service's proxies. The gateways' sockets are bound
+    first, so a dependency on a service of yours (``auth=auth``) has its address before anything runs."""
     from .launchers.local import bind
-    from .toxiproxy import Toxiproxy
-    upstreams, listeners = {}, {}     # dependency name -> its Toxiproxy listener
-    toxi = Toxiproxy(toxiproxy_url)
+    socks = {name: bind(0, "") for name in services}
+    upstreams = {name: f"127.0.0.1:{s.getsockname()[1]}" for name, s in socks.items()}
     try:
+        stack = {**standins, **upstreams}
+        listeners = dep_listeners(toxiproxy_url, services.values(), lambda a: stack.get(a, a), check_reachable,
+                                  "127.0.0.1")
         for svc in services.values():
-            deps = {}
-            for dep, address in svc.deps.items():
-                if dep not in listeners:   # both services may declare one dependency: one listener
-                    check_reachable(svc, dep, address)
-                    listeners[dep] = toxi.create_proxy(f"{DEP_PREFIX}{dep}", "127.0.0.1:0", address)["listen"]
-                deps[dep] = listeners[dep]
+            deps = {d: listeners[d] for d in svc.deps}
             if svc.cmd is not None:
                 with bind(0, "") as s:
                     port = s.getsockname()[1]
@@ -298,14 +334,12 @@ def start_local(launcher, services: dict, toxiproxy_url: str, env: dict, timeout
             else:
                 base = svc.url.rstrip("/")
                 wait_healthy(svc, base, min(timeout, 5.0))
-            sock = bind(0, "")
-            upstreams[svc.name] = f"127.0.0.1:{sock.getsockname()[1]}"
+            sock = socks[svc.name]
             launcher._spawn(f"{svc.name}-gateway", [sys.executable, *gateway_argv(sock.fileno())],
-                            {**env, **gateway_env(svc, base)},
-                           (sock.fileno(),))
-            sock.close()
+                            {**env, **gateway_env(svc, base)}, (sock.fileno(),))
     finally:
-        toxi.close()
+        for sock in socks.values():
+            sock.close()
     return upstreams
 
 
@@ -320,23 +354,75 @@ def check_reachable(svc: OwnService, dep: str, address: str) -> None:
 
 # ------------------------------------------------------------------ docker mode
 
-def docker_containers(svc: OwnService, service, stand_in_env: dict, network, labels: dict, prefix: str) -> dict:
-    """Your image (alias ``<name>-upstream``, its port published on 127.0.0.1 for the health wait) and
-    the gateway in the stand-ins image under the stand-in's alias, so the proxies need no change.
-    Keys as in local mode: ``<name>`` (your service), ``<name>-gateway``."""
+def host_gateway(services) -> dict:
+    """Container options that make this machine reachable as ``host.docker.internal``, for the
+    containers that dial dependencies (Toxiproxy) or check them (the gateways), when there are any."""
+    return {"extra_hosts": {HOST_ALIAS: "host-gateway"}} if declared(services) else {}
+
+
+def docker_upstream(address: str, stack: dict[str, str]) -> str:
+    """Where Toxiproxy's container dials a dependency: a service of the stack by its alias, this
+    machine through the host gateway, anything else as given."""
+    if address in stack:
+        return stack[address]
+    return f"{HOST_ALIAS}:{address.rpartition(':')[2]}" if on_this_host(address) else address
+
+
+def gateway_container(svc: OwnService, service, stand_in_env: dict, network, labels: dict, prefix: str, extra: dict):
+    """The gateway in the stand-ins image under the stand-in's alias (so the proxies need no change),
+    forwarding to your image's alias ``<name>-upstream``; key ``<name>-gateway`` as in local mode."""
     from testcontainers.core.container import DockerContainer
 
     from . import images
-    alias = f"{svc.name}-upstream"
-    yours = (DockerContainer(svc.image, env=image_env(svc), network=network, network_aliases=[alias])
-             .with_name(f"{prefix}-{svc.name}").with_kwargs(labels=labels))   # `simstack logs api`, as in local mode
+    return (DockerContainer(images.standins_image(), network=network, network_aliases=[service.name],
+                            env={**stand_in_env, **gateway_env(svc, f"http://{svc.name}-upstream:{svc.port}")})
+            .with_name(f"{prefix}-{svc.name}-gateway")
+            .with_command(gateway_argv(port=service.container_port))
+            .with_kwargs(labels=labels, entrypoint=["python3"], **extra))
+
+
+def image_container(svc: OwnService, network, labels: dict, prefix: str, deps: dict):
+    """Your image (alias ``<name>-upstream``, its port published on 127.0.0.1 for the health wait),
+    handed ``deps`` (name -> ``toxiproxy:PORT``); named ``<prefix>-<name>`` for `simstack logs api`."""
+    from testcontainers.core.container import DockerContainer
+    yours = (DockerContainer(svc.image, env=image_env(svc, deps), network=network,
+                             network_aliases=[f"{svc.name}-upstream"])
+             .with_name(f"{prefix}-{svc.name}").with_kwargs(labels=labels))
     yours.ports[svc.port] = ("127.0.0.1", None)   # docker-py: container port -> (host ip, any host port)
-    gateway = (DockerContainer(images.standins_image(), network=network, network_aliases=[service.name],
-                               env={**stand_in_env, **gateway_env(svc, f"http://{alias}:{svc.port}")})
-               .with_name(f"{prefix}-{svc.name}-gateway")
-               .with_command(gateway_argv(port=service.container_port))
-               .with_kwargs(labels=labels, entrypoint=["python3"]))
-    return {svc.name: yours, f"{svc.name}-gateway": gateway}
+    return yours
+
+
+# Run in a gateway container (the stand-ins image has python3): can the stack's network reach HOST PORT?
+# The alarm bounds name resolution too, which the connect timeout does not.
+_PROBE = ("import signal, socket, sys\nsignal.alarm(5)\n"
+          "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
+          "except OSError as exc:\n    sys.exit(str(exc) or type(exc).__name__)\n")
+
+
+def check_reachable_from(containers: dict):
+    """A ``check`` for :func:`dep_listeners`: each dependency is tried from the declaring service's
+    gateway container, on the stack's network as Toxiproxy is, with the same host gateway."""
+    def check(svc: OwnService, dep: str, address: str) -> None:
+        dialled = docker_upstream(address, {})
+        host, _, port = dialled.rpartition(":")
+        gateway = f"{svc.name}-gateway"
+        try:
+            code, out = containers[gateway].get_wrapped_container().exec_run(
+                ["python3", "-c", _PROBE, host.strip("[]"), port])
+        except Exception as exc:   # docker.errors.APIError: the gateway exited (its log says why)
+            raise StartError(f"could not check dependency {dep} of {svc.name} from the {gateway} container: "
+                             f"{str(exc).splitlines()[0]}", f"`simstack logs {gateway}` says why it stopped") from None
+        if code == 0:
+            return
+        why = out.decode(errors="replace").strip().splitlines()[-1:] or ["no answer within 5 s"]
+        if dialled != address:
+            raise StartError(f"dependency {dep} of {svc.name} at {address} is not reachable from the stack's "
+                             f"containers (they dial it as {dialled}: {why[0]})",
+                             "a service on this machine must listen on an address containers reach: bind it to "
+                             "0.0.0.0 (or the docker0 address) instead of loopback only, or use local mode")
+        raise StartError(f"dependency {dep} of {svc.name} at {address} does not accept connections from the "
+                         f"stack's containers ({why[0]})", f"start it first, or fix --{svc.name}-dep {dep}=HOST:PORT")
+    return check
 
 
 class _ContainerProcess:

@@ -3,10 +3,12 @@ reach them, what they call and how they are told where it is.
 
     services:
       api:
-        cmd: uvicorn myapp:app --port {port}      # or url: http://127.0.0.1:9000 (already running)
+        cmd: uvicorn myapp:app --port {port}      # or url: http://127.0.0.1:9000 (already running),
+                                                  # or image: myorg/backend:fix + port: 8000 (docker mode)
         health: /health                           # default /health
         depends:
           redis: 127.0.0.1:6379                   # behind a Toxiproxy listener, fault target dep:redis
+          auth: auth                              # a service of this stack (its stand-in, or yours)
         env:
           REDIS_URL: redis://{dep.redis}
     redirect:                                     # hard-coded staging hosts -> the stack (like --simstack-redirect)

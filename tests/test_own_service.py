@@ -47,12 +47,18 @@ class _Echo(socketserver.StreamRequestHandler):
             self.wfile.write(line)
 
 
+def echo_server(host: str = "127.0.0.1") -> socketserver.ThreadingTCPServer:
+    """A TCP echo server on ``host`` (this machine), serving until shut down."""
+    server = socketserver.ThreadingTCPServer((host, 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture(scope="module")
 def echo_dependency():
     """A TCP echo server on loopback: the dependency the service calls."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = echo_server()
     yield f"127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -202,10 +208,40 @@ def test_a_mode_that_cannot_run_the_service_is_a_usage_error(own, mode, expected
     assert expected in str(info.value)
 
 
-def test_an_image_with_dependencies_is_refused_until_docker_mode_supports_them():
+def test_a_dependency_is_a_host_port_or_a_service_of_the_stack():
+    from simstack import stackfile
+    issue = {"services": {"api": {"image": "myorg/backend:fix", "depends": {"redis": "127.0.0.1:6379", "auth": "auth"}}}}
+    assert stackfile.parse(issue, "simstack.yaml")[0].deps == {"redis": "127.0.0.1:6379", "auth": "auth"}
     with pytest.raises(ConfigError) as info:
-        OwnService("api", image="myorg/backend:fix", deps={"redis": "127.0.0.1:6379"})
-    assert "dependencies of a containerised service are not supported yet" in str(info.value)
+        OwnService("api", cmd=UPSTREAM_CMD, deps={"auth": "billing"})
+    assert str(info.value) == ("--api-dep auth='billing': not a host:port nor a service of the stack\n"
+                               "  -> e.g. redis=127.0.0.1:6379, or auth=auth (api or auth)")
+
+
+def test_a_dependency_on_the_auth_stand_in_is_its_own_link_to_it():
+    svc = OwnService("api", cmd=UPSTREAM_CMD, deps={"auth": "auth"}, env={"DEP_HTTP_ADDR": "{dep.auth}"})
+    with Stack(mode="local", profile="fast", own=[svc]) as stack, http(stack.endpoints.api_url) as c:
+        healthy = c.get("/dep-http").json()
+        stack.faults.add("latency", target="dep:auth", latency_ms=800)
+        slowed = c.get("/dep-http").json()
+        listed = [(f["kind"], f["target"]) for f in stack.faults.list()]
+        stack.faults.reset()
+        recovered = c.get("/dep-http").json()
+    assert (healthy["ok"], healthy["health"]["service"]) == (True, "auth-service")
+    assert slowed == {"ok": False, "error": "dependency timed out"}
+    assert listed == [("latency", "dep:auth")]       # the suite's own auth link is another proxy
+    assert recovered["ok"] is True
+
+
+def test_a_dependency_on_your_own_auth_service_goes_through_its_gateway():
+    api = OwnService("api", cmd=UPSTREAM_CMD, deps={"identity": "auth"}, env={"DEP_HTTP_ADDR": "{dep.identity}"})
+    with Stack(mode="local", profile="fast", own=[api, OwnService("auth", cmd=UPSTREAM_CMD)]) as stack, \
+            http(stack.endpoints.api_url) as c:
+        yours = c.get("/dep-http").json()
+        stack.faults.add("status_override", target="auth", path="/health", status=503)   # applied by the gateway
+        overridden = c.get("/dep-http").json()
+    assert (yours["ok"], yours["health"]["service"]) == (True, "tests-upstream")
+    assert (overridden["ok"], overridden["health"]["error_code"]) == (False, "SERVICE_UNAVAILABLE")
 
 
 def test_the_detached_up_gets_the_same_services_of_your_own(tmp_path):

@@ -3,8 +3,10 @@
 HTTP: ``/health``; ``/echo`` answers what it received (method, path, query, headers, body);
 ``/status/N`` answers N with a JSON body; ``/stream`` a chunked body; ``/last-close`` the close code
 and reason the last WebSocket client sent; ``/dep`` one round trip to the TCP echo at ``$DEP_ADDR``
-(``{"ok": false}`` when it takes longer than ``?timeout_s=``, default 0.3); ``/auth/e2e/test-auth``
-answers 200 without a token (an auth service that does not honour the contract's token request).
+(``{"ok": false}`` when it takes longer than ``?timeout_s=``, default 0.3); ``/dep-http`` likewise
+one ``GET /health`` to the HTTP service at ``$DEP_HTTP_ADDR``, answering the health it got;
+``/auth/e2e/test-auth`` answers 200 without a token (an auth service that does not honour the
+contract's token request).
 WebSocket ``/ws``: refuses with ``?refuse=N`` (status N, JSON body); accepts (selecting ``jwt-auth``
 only when offered), sends ``hello`` with the headers it got, then answers each frame:
 ``start_agent`` -> the five agent events; ``close`` -> a close with the frame's code and reason;
@@ -55,21 +57,38 @@ async def last_close(request: Request) -> JSONResponse:
     return JSONResponse(LAST_CLOSE)
 
 
-async def dep(request: Request) -> JSONResponse:
-    host, _, port = os.environ["DEP_ADDR"].rpartition(":")
+async def _round_trip(request: Request, variable: str, sent: bytes, read) -> bytes | None:
+    """Send ``sent`` to the address in ``$variable`` and read the answer; None past ?timeout_s=."""
+    host, _, port = os.environ[variable].rpartition(":")
     try:
         async with asyncio.timeout(float(request.query_params.get("timeout_s", 0.3))):
             reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"ping\n")
-            line = await reader.readline()
+            writer.write(sent)
+            answer = await read(reader)
             writer.close()
     except TimeoutError:
+        return None
+    return answer
+
+
+async def dep(request: Request) -> JSONResponse:
+    line = await _round_trip(request, "DEP_ADDR", b"ping\n", lambda r: r.readline())
+    if line is None:
         return JSONResponse({"ok": False, "error": "dependency timed out"})
     return JSONResponse({"ok": line == b"ping\n"})
 
 
 async def no_token(request: Request) -> JSONResponse:
     return JSONResponse({"token_type": "bearer"})
+
+
+async def dep_http(request: Request) -> JSONResponse:
+    sent = b"GET /health HTTP/1.1\r\nHost: dep\r\nConnection: close\r\n\r\n"
+    reply = await _round_trip(request, "DEP_HTTP_ADDR", sent, lambda r: r.read())
+    if reply is None:
+        return JSONResponse({"ok": False, "error": "dependency timed out"})
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return JSONResponse({"ok": head.startswith(b"HTTP/1.1 200 "), "health": json.loads(body)})
 
 
 async def ws_endpoint(ws: WebSocket) -> None:
@@ -109,4 +128,5 @@ async def ws_endpoint(ws: WebSocket) -> None:
 app = Starlette(routes=[Route("/health", health), Route("/echo", echo, methods=["GET", "POST", "PUT"]),
                         Route("/status/{code}", status), Route("/stream", stream),
                         Route("/last-close", last_close), Route("/dep", dep),
-                        Route("/auth/e2e/test-auth", no_token, methods=["POST"]), WebSocketRoute("/ws", ws_endpoint)])
+                        Route("/dep-http", dep_http), Route("/auth/e2e/test-auth", no_token, methods=["POST"]),
+                        WebSocketRoute("/ws", ws_endpoint)])

@@ -139,7 +139,7 @@ class LocalLauncher:
             self._check_alive()
             if spec.own:
                 from ..own import start_local
-                upstreams.update(start_local(self, spec.own, url, env, spec.startup_timeout))
+                upstreams.update(start_local(self, spec.own, url, env, spec.startup_timeout, upstreams))
         except BaseException:
             self.stop()
             raise

@@ -164,11 +164,15 @@ class DockerLauncher:
         network.name = f"{prefix}-{network.name[:8]}"  # readable in `docker network ls`, still unique
         self._network = network.create()
 
+        from ...own import gateway_container, host_gateway, image_container
+        extra = host_gateway(spec.own.values())   # dependencies on this machine: Toxiproxy dials, gateways check
         for service in STANDINS:
-            if service.name in spec.own:   # a service of yours: its image, and the gateway in front of it
-                from ...own import docker_containers
-                self._containers.update(docker_containers(spec.own[service.name], service, spec.env, network,
-                                                          labels, prefix))
+            svc = spec.own.get(service.name)
+            if svc is not None:   # a service of yours: the gateway in front of it, and its image unless it
+                self._containers[f"{svc.name}-gateway"] = gateway_container(      # waits for its listeners
+                    svc, service, spec.env, network, labels, prefix, extra)
+                if not svc.deps:
+                    self._containers[svc.name] = image_container(svc, network, labels, prefix, {})
                 continue
             self._containers[service.name] = (
                 DockerContainer(images.standins_image(), env=dict(spec.env), network=network,
@@ -179,7 +183,7 @@ class DockerLauncher:
         toxiproxy = (DockerContainer(images.toxiproxy_image(), env=toxiproxy_env(), network=network,
                                      network_aliases=[TOXIPROXY])
                      .with_name(f"{prefix}-{TOXIPROXY}")
-                     .with_kwargs(labels=labels))
+                     .with_kwargs(labels=labels, **extra))
         toxiproxy.ports.update(_toxiproxy_ports(spec))  # type: ignore[arg-type]  # docker-py takes (ip, port)
         self._containers[TOXIPROXY] = toxiproxy
 
@@ -204,6 +208,7 @@ class DockerLauncher:
         except NotReady:
             raise StartError(f"Toxiproxy's API at {url} did not answer within {READY_TIMEOUT:.0f}s",
                              f"its log:\n{self.logs(TOXIPROXY)[-2000:]}") from None
+        self._start_with_dependencies(url, spec)
         for service in STANDINS:
             if service.name in spec.own:   # your image: its exit is reported as yours, with its code
                 from ...own import wait_healthy_container
@@ -215,6 +220,25 @@ class DockerLauncher:
             if container.status not in ("running", "created"):
                 raise StartError(f"the {service.name} stand-in exited at start ({container.status})",
                                  f"its log:\n{self.logs(service.name)[-2000:]}")
+
+    def _start_with_dependencies(self, url: str, spec: LaunchSpec) -> None:
+        """Images that declare dependencies start once their listeners exist, so their environment
+        can name them (``toxiproxy:PORT``) and a service that dials them at start-up finds them."""
+        late = [svc for svc in spec.own.values() if svc.deps]
+        if not late:
+            return
+        from ...own import check_reachable_from, dep_listeners, docker_upstream, image_container
+        stack = {s.name: f"{s.name}:{s.container_port}" for s in STANDINS}
+        listeners = dep_listeners(url, spec.own.values(), lambda a: docker_upstream(a, stack),
+                                  check_reachable_from(self._containers), "0.0.0.0", TOXIPROXY)
+        labels, prefix = self._labels(spec.stack_id), f"simstack-{spec.stack_id}"
+        for svc in late:
+            container = image_container(svc, self._network, labels, prefix, {d: listeners[d] for d in svc.deps})
+            self._containers[svc.name] = container   # before start: stop() removes it whatever happens
+            try:
+                container.start()
+            except Exception as exc:
+                raise _start_error(svc.name, exc, spec) from None
 
 
 def _remove_container(container: "DockerContainer") -> None:
