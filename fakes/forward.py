@@ -1,12 +1,14 @@
 """HTTP/1.1 forwarding for the gateway: one request from an ASGI scope to the upstream, its answer
 streamed back, on a pool of keep-alive connections.
 
-Built on h11 (the HTTP/1.1 state machine uvicorn itself uses) over asyncio streams rather than on
-httpx: per request, httpx's client, pool and transport layers cost the gateway ~20x the CPU of the
-upstream call itself (measured with cProfile under load: its pool re-imports a missing module on
-every request), which is what the benchmark's throughput target is about. h11 frames the messages
-(Content-Length, chunked, HEAD, keep-alive); this module only moves bytes and drops hop-by-hop
-headers.
+Each connection is an asyncio protocol whose bytes httptools (llhttp, the parser uvicorn serves the
+gateway with) parses as they arrive; the request is framed here (Content-Length as given, else
+chunked). Neither httpx nor h11: per request, httpx's client, pool and transport layers cost the
+gateway ~20x the CPU of the upstream call itself (cProfile under load: its pool re-imported a
+missing module on every request), and h11 over asyncio streams, which replaced it, spent ~40 us of
+Python per request in its state machine and header validation (py-spy under the bench's load).
+This module only moves bytes, drops hop-by-hop headers and knows what ends a response
+(Content-Length, chunked, 204/304, HEAD, the upstream closing).
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import h11
+import httptools
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and Host, which the gateway sets for the upstream.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host"})
-READ_SIZE = 65536
+BUFFERED = 256 * 1024   # response bytes read ahead of the client before the upstream is paused
 
 
 class UpstreamError(Exception):
@@ -53,21 +55,116 @@ class _Replayable:
             yield chunk
 
 
-class _Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-        self.h11 = h11.Connection(h11.CLIENT)
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection to the upstream and the response it is reading: the parser's
+    callbacks fill ``status``/``headers``/``body``/``complete``, and :meth:`wait` wakes the
+    exchange when there is more (or the connection failed)."""
+
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future | None = None
+        self.eof = self.paused = False
+        self.error: str | None = None
+        self._begin(b"")
+
+    def _begin(self, method: bytes) -> None:
+        self.head_only = method == b"HEAD"
+        self.status: int | None = None
+        self.headers: list = []
+        self.body: list[bytes] = []
+        self.buffered = 0                 # bytes in ``body``; past BUFFERED, reading pauses until taken
+        self.complete = self.informational = self.until_close = False
+        self.keep_alive = True
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = f"the upstream's answer is not valid HTTP/1.1 ({exc})"
+        if self.buffered > BUFFERED and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()   # resumed when the exchange takes the body
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.until_close and not self.complete:
+            self.complete, self.keep_alive = True, False   # a body delimited by the close ends with it
+        self._wake()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.eof = True
+        self._wake()
+
+    # ---------------------------------------------------------------- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:                  # 1xx: not passed on; the answer follows
+            self.informational, self.headers = True, []
+            return
+        self.status, self.keep_alive = status, self.parser.should_keep_alive()
+        if self.head_only:
+            self.complete, self.keep_alive = True, False   # the parser would wait for the body a HEAD has not
+        elif status not in (204, 304):
+            self.until_close = not any(k in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.body.append(body)
+            self.buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+        else:
+            self.complete = True
+
+    # ---------------------------------------------------------------- the exchange's side
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the parser has more, or raise UpstreamError when the connection failed first."""
+        if self.error is None and not self.eof:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        if self.error is not None:
+            raise UpstreamError(self.error)
+        if self.eof and not self.complete and not self.body:
+            raise UpstreamError("the upstream closed the connection before the response ended")
+
+    def take_body(self) -> bytes:
+        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.body.clear()
+        self.buffered = 0
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
 
     def reusable(self) -> bool:
-        return (self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
-                and not self.writer.is_closing())
+        return self.complete and self.keep_alive and not self.eof and not self.transport.is_closing()
 
     def closed_by_upstream(self) -> bool:
         """The upstream closed it while it sat idle (e.g. its keep-alive timeout): not to be used again."""
-        return self.reader.at_eof() or self.writer.is_closing()
+        return self.eof or self.error is not None or self.transport.is_closing()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class Upstream:
@@ -80,14 +177,15 @@ class Upstream:
         self._idle: list[_Conn] = []
 
     async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
         try:
-            return _Conn(*await asyncio.wait_for(asyncio.open_connection(self.host, self.port, ssl=self.ssl), 10))
+            _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl), 10)
         except (OSError, asyncio.TimeoutError) as exc:
             raise UpstreamError(f"{exc.__class__.__name__}: {exc}") from None
+        return conn
 
     def _release(self, conn: _Conn) -> None:
         if conn.reusable() and len(self._idle) < self.max_idle:
-            conn.h11.start_next_cycle()
             self._idle.append(conn)
         else:
             conn.close()
@@ -105,11 +203,16 @@ class Upstream:
         connections: uvicorn after 5 s) is skipped when the close has already arrived, and otherwise
         retried on another connection, with the body sent so far replayed, as long as no response
         had started; any other failure raises UpstreamError."""
-        headers = [(k, v) for k, v in headers if k not in HOP_BY_HOP]
-        headers.insert(0, (b"host", self.authority))
-        if body is not None and not any(k == b"content-length" for k, _ in headers):
-            headers.append((b"transfer-encoding", b"chunked"))
-        request = h11.Request(method=method, target=target, headers=headers)
+        lines = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
+        chunked = body is not None
+        for k, v in headers:
+            if k not in HOP_BY_HOP:
+                lines += (k, b": ", v, b"\r\n")
+                chunked = chunked and k != b"content-length"
+        if chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        head = b"".join(lines)
         replayable = _Replayable(body) if body is not None else None
         while True:
             conn = self._pooled()
@@ -117,12 +220,13 @@ class Upstream:
             conn = conn or await self._connect()
             started = [False]
             try:
-                await self._exchange(conn, request, replayable, send, started)
-            except (OSError, h11.ProtocolError, asyncio.IncompleteReadError, UpstreamError) as exc:
+                await self._exchange(conn, method, head, replayable, chunked, send, started)
+            except (OSError, UpstreamError) as exc:
                 conn.close()
                 if pooled and not started[0] and (replayable is None or replayable.complete):
                     continue              # went stale while idle: once more, on another connection
-                raise UpstreamError(f"{exc.__class__.__name__}: {exc}", started[0]) from None
+                raise UpstreamError(str(exc) if isinstance(exc, UpstreamError) else f"{exc.__class__.__name__}: {exc}",
+                                    started[0]) from None
             except BaseException:
                 conn.close()
                 raise
@@ -139,26 +243,29 @@ class Upstream:
         return None
 
     @staticmethod
-    async def _exchange(conn: _Conn, request: h11.Request, body, send, started: list) -> None:
-        h, writer = conn.h11, conn.writer
-        writer.write(h.send(request))
+    async def _exchange(conn: _Conn, method: bytes, head: bytes, body, chunked: bool, send, started: list) -> None:
+        conn._begin(method)
+        write = conn.transport.write
+        write(head)
         if body is not None:
             async for chunk in body:
-                writer.write(h.send(h11.Data(data=chunk)))
-        writer.write(h.send(h11.EndOfMessage()) or b"")
+                if chunk:
+                    write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                write(b"0\r\n\r\n")
+        while conn.status is None:
+            await conn.wait()
+        started[0] = True
+        await send({"type": "http.response.start", "status": conn.status,
+                    "headers": [(k, v) for k, v in conn.headers if k not in HOP_BY_HOP]})
         while True:
-            event = h.next_event()
-            if event is h11.NEED_DATA:
-                h.receive_data(await conn.reader.read(READ_SIZE))
-            elif isinstance(event, h11.Response):
-                started[0] = True
-                await send({"type": "http.response.start", "status": event.status_code,
-                            "headers": [(k, v) for k, v in event.headers if k not in HOP_BY_HOP]})
-            elif isinstance(event, h11.Data):
-                await send({"type": "http.response.body", "body": bytes(event.data), "more_body": True})
-            elif isinstance(event, h11.EndOfMessage):
+            if conn.body:
+                data = conn.take_body()
+                await send({"type": "http.response.body", "body": data, "more_body": not conn.complete})
+                if conn.complete:
+                    return
+            elif conn.complete:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            elif isinstance(event, h11.ConnectionClosed):
-                raise UpstreamError("the upstream closed the connection before the response ended")
-            # h11.InformationalResponse (1xx) is not passed on
+            else:
+                await conn.wait()
