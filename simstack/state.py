@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import lineage
 from .endpoints import Endpoints
 from .shared.constants import ENV_UP_LOG
 from .shared.errors import NotRunning, SimstackError
@@ -104,7 +105,7 @@ def remove_record(stack_id: str) -> None:
 
 def records() -> list[dict]:
     """Records of live stacks, oldest first; stale ones are deleted, and so is what dead owners left."""
-    out = []
+    out, orphans = [], False
     for path in sorted(state_dir().glob("*.json")):
         try:
             rec = json.loads(path.read_text())
@@ -115,8 +116,10 @@ def records() -> list[dict]:
             out.append(rec)
         else:   # its owner was killed: take what it left behind
             path.unlink(missing_ok=True)
-            _remove_leftovers(rec)
-    _reap_files({r.get("up_log") for r in out})
+            orphans |= _remove_leftovers(rec)
+    orphans |= _reap_files({r.get("up_log") for r in out})
+    if orphans:   # only then is /proc worth a look: the processes a dead owner's stack started
+        lineage.end_orphans(owner_alive)
     return sorted(out, key=lambda r: r["created"])
 
 
@@ -126,7 +129,10 @@ def reap() -> None:
     records()
 
 
-def _reap_files(in_use: set) -> None:
+def _reap_files(in_use: set) -> bool:
+    """Remove dead owners' temporary directories and detached logs; True if a directory was one
+    (its owner may have had processes running)."""
+    found = False
     for d in Path(tempfile.gettempdir()).glob("simstack-*"):
         try:
             mark = (d / OWNER_FILE).read_text()
@@ -134,19 +140,23 @@ def _reap_files(in_use: set) -> None:
             continue   # not marked (yet, or not ours): leave it
         if not owner_alive(mark):
             shutil.rmtree(d, ignore_errors=True)
+            found = True
     for log in state_dir().glob("up-*.log"):   # up-<pid>-<start>-<ms>.log of a `simstack up --detach`
         pid, _, rest = log.name[3:].partition("-")
         if str(log) not in in_use and not owner_alive(f"{pid} {rest.split('-')[0]}"):
             log.unlink(missing_ok=True)
+    return found
 
 
-def _remove_leftovers(rec: dict) -> None:
-    """The temporary log directory and output file of a stack whose owner died without cleaning up."""
+def _remove_leftovers(rec: dict) -> bool:
+    """The temporary log directory and output file of a stack whose owner died without cleaning up;
+    True for a local stack (it ran processes)."""
     log_dir = rec.get("log_dir") or ""
     if Path(log_dir).name.startswith("simstack-"):
         shutil.rmtree(log_dir, ignore_errors=True)
     if rec.get("up_log"):
         Path(rec["up_log"]).unlink(missing_ok=True)
+    return bool(log_dir)
 
 
 def find_record(stack_id: str | None = None) -> dict:

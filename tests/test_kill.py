@@ -39,7 +39,12 @@ def sandbox(tmp_path):
     marker = uuid.uuid4().hex
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "SIMSTACK_STATE_DIR": str(tmp_path / "state"),
            "SIMSTACK_KILL_TEST": marker, "NO_PROXY": "127.0.0.1,localhost", "PYTHONDONTWRITEBYTECODE": "1"}
-    return tmp_path, env, marker
+    yield tmp_path, env, marker
+    for pid in _marked(marker):   # a failing case leaves nothing running either
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _interrupt(argv: list[str], env: dict, cwd: Path, sig: str, after_s: float,
@@ -107,6 +112,65 @@ def test_interrupted_plugin_start_up_leaves_nothing_after_the_next_session(sandb
     else:
         subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert _leftovers(tmp_path, marker) == NOTHING, out
+
+
+# A service of yours whose real server is a grandchild of simstack's child: forked behind a shell,
+# or in a session of its own (setsid), so neither the child's PDEATHSIG nor a killpg of its group
+# reaches it. Its port is the one simstack handed it, and it keeps it while it runs.
+UVICORN = f"{sys.executable} -m uvicorn upstream_app:app --app-dir {Path(__file__).parent} --port {{port}}"
+FORKING = {"forked": f"{UVICORN} & wait", "setsid": f"setsid {UVICORN} & wait"}
+OWN_CASES = [("SIGKILL", "forked"), ("SIGKILL", "setsid"), ("SIGTERM", "setsid"), ("SIGINT", "forked")]
+
+
+@pytest.mark.parametrize("sig, command", OWN_CASES, ids=[f"{s}-{c}" for s, c in OWN_CASES])
+def test_interrupted_owner_leaves_no_grandchild_of_a_command_of_yours(sandbox, sig, command):
+    tmp_path, env, marker = sandbox
+    argv = [*SIMSTACK, "up", "--profile", "fast", "--api-cmd", FORKING[command]]
+    ready = lambda proc: list((tmp_path / "state").glob("*.json"))   # the stack is healthy: its record exists
+    proc, out = _interrupt(argv, env, tmp_path, sig, 0.0, started=ready)
+    assert "uvicorn" in " ".join(_cmdlines(marker)) or sig != "SIGKILL", "the server should outlive a SIGKILL"
+    if sig != "SIGKILL":
+        assert "Traceback" not in out, out
+    nxt = subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in nxt.stdout + nxt.stderr
+    assert _leftovers(tmp_path, marker) == NOTHING, out
+
+
+def test_the_next_command_ends_only_processes_whose_owner_died(sandbox):
+    """A dead owner's process is ended, SIGKILLed if it ignores SIGTERM; one whose owner lives (this
+    test) and one without a mark are left alone."""
+    from simstack.lineage import ENV_OWNER
+    from simstack.state import OWNER_FILE, owner_mark
+    tmp_path, env, _ = sandbox
+    gone = subprocess.Popen(["sleep", "60"])
+    dead = owner_mark(gone.pid)
+    gone.kill()
+    gone.wait()
+    (tmp_path / "tmp" / "simstack-dead").mkdir()   # what its stack left: the reason to look at processes
+    (tmp_path / "tmp" / "simstack-dead" / OWNER_FILE).write_text(dead)
+    stubborn = "trap '' TERM; while :; do sleep 0.05; done"
+    procs = {"orphan": subprocess.Popen(["sh", "-c", stubborn], env={**env, ENV_OWNER: f"{dead} simstack-dead"}),
+             "live owner's": subprocess.Popen(["sleep", "60"], env={**env, ENV_OWNER: f"{owner_mark()} simstack-x"}),
+             "unmarked": subprocess.Popen(["sleep", "60"], env=env)}
+    try:
+        subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
+        assert {name: p.poll() is None for name, p in procs.items()} == \
+            {"orphan": False, "live owner's": True, "unmarked": True}
+        assert procs["orphan"].returncode == -signal.SIGKILL   # it ignored the SIGTERM
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+def _cmdlines(marker: str) -> list[str]:
+    out = []
+    for pid in _marked(marker):
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return out
 
 
 def _docker():

@@ -3,7 +3,8 @@
 The stand-ins get pre-bound sockets (uvicorn ``--fd``), so there is no window
 in which another process can take their port. Every child gets
 PR_SET_PDEATHSIG, so they die with the process that started them, even when
-that process is SIGKILLed.
+that process is SIGKILLed; and a mark in its environment that its own children
+inherit (:mod:`lineage`), so what they start is found and ended too.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import time
 from pathlib import Path
 
 
-from .. import resources
+from .. import lineage, resources
 from ..shared.errors import PortInUse, SimstackError, StartError
 from ..services import PROXIES, STANDINS, TOXIPROXY_PORT_OPTION, port_option, toxiproxy_env
 from ..shared.constants import ENV_BYPASS_KEY, ENV_CLI_BYPASS_KEY, ENV_JWT_SECRET
-from ..state import private_tempdir
+from ..state import owner_mark, private_tempdir
 from ..wait import NotReady, UntilAnswers
 from .base import LaunchSpec, Launched
 
@@ -98,6 +99,7 @@ class LocalLauncher:
     def __init__(self, log_dir: str | None = None):
         self._owns_log_dir = log_dir is None   # a temporary one goes away with the stack
         self.log_dir = Path(log_dir) if log_dir else private_tempdir()
+        self.mark = f"{owner_mark()} {self.log_dir.name}"   # each process of this stack carries it
         self.procs: dict[str, subprocess.Popen] = {}
         self.attached_to: str | None = None   # the id of a stack another process runs (see attach)
 
@@ -112,7 +114,8 @@ class LocalLauncher:
         log = open(self.log_dir / f"{name}.log", "ab")
         try:
             self.procs[name] = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**env, lineage.ENV_OWNER: self.mark},
                 pass_fds=pass_fds, cwd=cwd, start_new_session=True, preexec_fn=_die_with(os.getpid()))
         finally:
             log.close()
@@ -206,8 +209,27 @@ class LocalLauncher:
             except subprocess.TimeoutExpired:
                 _signal_group(p, signal.SIGKILL)
                 p.wait()
+        if procs:
+            self._end_descendants({p.pid for p in procs}, deadline)
         if self._owns_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+    def _end_descendants(self, groups: set[int], deadline: float) -> None:
+        """What a child started and left behind: a process that outlived its group's leader, or one
+        in a session or group of its own (``setsid``, a daemon), which no killpg above reached."""
+        ours = self.mark.__eq__
+        left = lineage.marked(ours)
+        if left:
+            lineage.end(left, ours, max(0.05, deadline - time.monotonic()),
+                        termed={pid for pid in left if _group_of(pid) in groups})
+
+
+def _group_of(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1
 
 
 def install_toxiproxy(bin_dir: Path | None = None) -> Path:
