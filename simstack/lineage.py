@@ -117,9 +117,14 @@ def end(pids: list[int], wanted: Callable[[str], bool], grace: float, termed: se
 
 
 def _wait_gone(procs: list[_Pinned], wanted: Callable[[str], bool], seconds: float) -> None:
+    """Until none runs or ``seconds`` passed; woken by the pidfds as they exit (polled without them)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(p.running(wanted) for p in procs):
-        time.sleep(0.02)
+    while (left := [p for p in procs if p.running(wanted)]) and (wait := deadline - time.monotonic()) > 0:
+        fds = [p.fd for p in left if p.fd is not None]
+        if len(fds) == len(left):
+            select.select(fds, [], [], wait)
+        else:
+            time.sleep(min(0.02, wait))
 
 
 def end_orphans(owner_alive: Callable[[str], bool], grace: float = 3.0) -> None:
