@@ -39,14 +39,19 @@ def mark_of(pid: int | str) -> str:
 
 
 def owner_of(mark: str) -> str:
-    """The owner part of a mark ("<pid> <start>"), as :func:`state.owner_alive` takes it."""
-    return " ".join(mark.split()[:2])
+    """The owner part of a mark (all but its last word, the stack's tag: "<pid> <start>", or "<pid>"
+    where /proc gives no start time), as :func:`state.owner_alive` takes it."""
+    return mark.rpartition(" ")[0]
 
 
 def marked(wanted: Callable[[str], bool]) -> list[int]:
     """Processes of this user, other than this one, whose mark ``wanted`` accepts."""
     me, uid, out = os.getpid(), os.getuid(), []
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []   # no /proc: no way to find them (and no PR_SET_PDEATHSIG either)
+    for name in names:
         if not name.isdigit() or int(name) == me:
             continue
         mark = mark_of(name)

@@ -4,8 +4,8 @@ the pytest plugin's --simstack-attach) find a stack started by `simstack up`.
 One JSON file per stack in $SIMSTACK_STATE_DIR (default ~/.local/state/simstack), readable
 only by its owner (0600: it holds the stack's admin key and bypass key).
 A record whose owner process is gone is stale and is removed when seen, with what its owner
-left behind; so are ``$TMPDIR/simstack-*`` directories whose owner died before writing a record
-(see :func:`reap`).
+left behind; so are ``$TMPDIR/simstack-*`` directories whose owner died before writing a record,
+and then the processes its stack started that are still running (see :func:`reap`, :mod:`lineage`).
 """
 from __future__ import annotations
 
@@ -124,8 +124,10 @@ def records() -> list[dict]:
 
 
 def reap() -> None:
-    """Remove what processes killed before they could clean up left: stale records, their logs, and
-    ``simstack-*`` temporary directories whose owner is gone. Every command and session calls it."""
+    """Remove what processes killed before they could clean up left: stale records, their logs,
+    ``simstack-*`` temporary directories whose owner is gone and, when there was such a leftover, the
+    processes their stacks started (a command's forked server outlives PDEATHSIG). Every command and
+    session calls it."""
     records()
 
 
