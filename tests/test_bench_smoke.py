@@ -22,6 +22,7 @@ FIGURES = (
     "report_1000_s", "report_1000_bytes",                                                # 8 HTML report
     "record_http_added_p50_ms", "replay_http_rps", "replay_http_p50_ms",                 # 9 record, replay
     "fault_rm_held_latency_s",                                                           # 10 fault rm (#558)
+    "reap_idle_ms", "reap_orphans_ms",                                                   # 11 reap
 )
 
 
