@@ -13,6 +13,7 @@ with a pidfd before it is signalled, so a pid reused meanwhile is never hit.
 """
 from __future__ import annotations
 
+import math
 import os
 import select
 import signal
@@ -94,7 +95,7 @@ class _Pinned:
 
     def running(self, wanted: Callable[[str], bool]) -> bool:
         if self.fd is not None:
-            return not select.select([self.fd], [], [], 0)[0]   # a pidfd reads ready once its process exited
+            return not _exited([self.fd], 0)
         return bool(wanted(mark_of(self.pid)))
 
     def close(self) -> None:
@@ -127,9 +128,18 @@ def _wait_gone(procs: list[_Pinned], wanted: Callable[[str], bool], seconds: flo
     while (left := [p for p in procs if p.running(wanted)]) and (wait := deadline - time.monotonic()) > 0:
         fds = [p.fd for p in left if p.fd is not None]
         if len(fds) == len(left):
-            select.select(fds, [], [], wait)
+            _exited(fds, wait)
         else:
             time.sleep(min(0.02, wait))
+
+
+def _exited(fds: list[int], seconds: float) -> list:
+    """Wait up to ``seconds`` until one of the pidfds reads ready (its process exited); the ready ones.
+    poll, not select: a session with many files open may hold pidfds above select's 1024 limit."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return poller.poll(max(0, math.ceil(seconds * 1000)))
 
 
 def end_orphans(owner_alive: Callable[[str], bool], grace: float = 3.0) -> None:

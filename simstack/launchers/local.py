@@ -214,7 +214,6 @@ class LocalLauncher:
         if self._owns_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
-
     def _end_descendants(self, groups: set[int], deadline: float) -> None:
         """What a child started and left behind: a process that outlived its group's leader, or one
         in a session or group of its own (``setsid``, a daemon), which no killpg above reached."""
