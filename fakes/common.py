@@ -96,6 +96,29 @@ def _internal(scope) -> bool:
     return any(name == INTERNAL_HEADER for name, _ in scope["headers"])
 
 
+def open_record(timeline: Timeline, scope) -> tuple:
+    """An HTTP request's timeline record, with its bearer token's user, and the request as triggers see it."""
+    rec = timeline.open("http", internal=_internal(scope), method=scope["method"], path=scope["path"])
+    who = http_candidate(Headers(scope=scope))
+    rec.user_id = who.user_id
+    return rec, who
+
+
+def recording_send(rec, send):
+    """``send``, noting the answer's status on ``rec``."""
+    async def send_and_record(message):
+        if message["type"] == "http.response.start":
+            rec.status = message["status"]
+        await send(message)
+    return send_and_record
+
+
+def close_record(timeline: Timeline, rec, t0: float) -> None:
+    """The request's answer is complete (or abandoned): its duration since ``t0`` (perf_counter)."""
+    rec.duration_ms = round((time.perf_counter() - t0) * 1000, 2)
+    timeline.touch(rec)
+
+
 class HTTPFaults:
     """Pure ASGI middleware for HTTP requests: records each, applies the profile's
     delay and the HTTP protocol faults (cold_start, status_override, health_hang, slow_ready)."""
@@ -107,27 +130,19 @@ class HTTPFaults:
         if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
-        rec = self.timeline.open("http", internal=_internal(scope), method=method, path=path)
+        rec, who = open_record(self.timeline, scope)
         t0 = time.perf_counter()
-        who = http_candidate(Headers(scope=scope))
-        rec.user_id = who.user_id
-
-        async def recording_send(message):
-            if message["type"] == "http.response.start":
-                rec.status = message["status"]
-            await send(message)
 
         try:
             response = await self._fault_response(path, method, who, rec)
             if self.profile.http_delay_s:
                 await asyncio.sleep(self.profile.http_delay_s)
             if response is not None:
-                await response(scope, receive, recording_send)
+                await response(scope, receive, recording_send(rec, send))
             else:
-                await self.app(scope, receive, recording_send)
+                await self.app(scope, receive, recording_send(rec, send))
         finally:
-            rec.duration_ms = round((time.perf_counter() - t0) * 1000, 2)
-            self.timeline.touch(rec)
+            close_record(self.timeline, rec, t0)
 
     async def _fault_response(self, path: str, method: str, who: Candidate, rec) -> JSONResponse | None:
         book, target = self.book, self.target

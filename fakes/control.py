@@ -57,6 +57,9 @@ class FaultBook:
     def reset(self) -> None:
         self._active.clear()
 
+    def any_active(self) -> bool:
+        return bool(self._active)
+
     def list(self) -> list[dict]:
         return [{**a.fault.to_dict(), "seen": a.state.seen, "fired": a.state.fired} for a in self._active.values()]
 

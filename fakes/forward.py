@@ -24,6 +24,28 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"p
 BUFFERED = 256 * 1024   # response bytes read ahead of the client before the upstream is paused
 
 
+def request_target(scope) -> bytes:
+    """The request's path and query as the client sent them."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    return target
+
+
+def forward_headers(scope, drop: frozenset, decode: bool = False) -> list:
+    """The client's headers for the upstream: less ``drop``, plus X-Forwarded-For and -Host."""
+    client = scope.get("client")
+    headers = [(k, v) for k, v in scope["headers"] if k not in drop]
+    host = next((v for k, v in scope["headers"] if k == b"host"), None)
+    if client:
+        headers.append((b"x-forwarded-for", client[0].encode()))
+    if host:
+        headers.append((b"x-forwarded-host", host))
+    if decode:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+    return headers
+
+
 class UpstreamError(Exception):
     """The upstream did not answer (refused, reset, closed). ``started``: after the response began."""
 
@@ -64,11 +86,12 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future | None = None
+        self.listener: Callable[[_Conn], None] | None = None   # told instead, when no exchange awaits
         self.eof = self.paused = False
         self.error: str | None = None
-        self._begin(b"")
+        self.begin(b"")
 
-    def _begin(self, method: bytes) -> None:
+    def begin(self, method: bytes) -> None:
         self.head_only = method == b"HEAD"
         self.status: int | None = None
         self.headers: list = []
@@ -130,8 +153,18 @@ class _Conn(asyncio.Protocol):
 
     # ---------------------------------------------------------------- the exchange's side
     def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        if self.waiter is not None:
+            if not self.waiter.done():
+                self.waiter.set_result(None)
+        elif self.listener is not None:
+            self.listener(self)
+
+    def failed(self) -> bool:
+        """The connection broke (or the answer was not HTTP) before the answer's head arrived."""
+        return self.status is None and (self.error is not None or self.eof)
+
+    def response_headers(self) -> list:
+        return [(k, v) for k, v in self.headers if k not in HOP_BY_HOP]
 
     async def wait(self) -> None:
         """Until the parser has more, or raise UpstreamError when the connection failed first."""
@@ -184,7 +217,8 @@ class Upstream:
             raise UpstreamError(f"{exc.__class__.__name__}: {exc}") from None
         return conn
 
-    def _release(self, conn: _Conn) -> None:
+    def release(self, conn: _Conn) -> None:
+        """Back to the pool after a complete exchange, or closed."""
         if conn.reusable() and len(self._idle) < self.max_idle:
             self._idle.append(conn)
         else:
@@ -203,19 +237,10 @@ class Upstream:
         connections: uvicorn after 5 s) is skipped when the close has already arrived, and otherwise
         retried on another connection, with the body sent so far replayed, as long as no response
         had started; any other failure raises UpstreamError."""
-        lines = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
-        chunked = body is not None
-        for k, v in headers:
-            if k not in HOP_BY_HOP:
-                lines += (k, b": ", v, b"\r\n")
-                chunked = chunked and k != b"content-length"
-        if chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        head = b"".join(lines)
+        head, chunked = self.request_head(method, target, headers, body is not None)
         replayable = _Replayable(body) if body is not None else None
         while True:
-            conn = self._pooled()
+            conn = self.pooled()
             pooled = conn is not None
             conn = conn or await self._connect()
             started = [False]
@@ -230,10 +255,24 @@ class Upstream:
             except BaseException:
                 conn.close()
                 raise
-            self._release(conn)
+            self.release(conn)
             return
 
-    def _pooled(self) -> _Conn | None:
+    def request_head(self, method: bytes, target: bytes, headers: list, has_body: bool) -> tuple[bytes, bool]:
+        """The request line and headers for the upstream, and whether the body goes chunked (it
+        has no Content-Length)."""
+        lines = [method, b" ", target, b" HTTP/1.1\r\nhost: ", self.authority, b"\r\n"]
+        chunked = has_body
+        for k, v in headers:
+            if k not in HOP_BY_HOP:
+                lines += (k, b": ", v, b"\r\n")
+                chunked = chunked and k != b"content-length"
+        if chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines), chunked
+
+    def pooled(self) -> _Conn | None:
         """An idle connection the upstream has not closed meanwhile, if there is one."""
         while self._idle:
             conn = self._idle.pop()
@@ -244,7 +283,7 @@ class Upstream:
 
     @staticmethod
     async def _exchange(conn: _Conn, method: bytes, head: bytes, body, chunked: bool, send, started: list) -> None:
-        conn._begin(method)
+        conn.begin(method)
         write = conn.transport.write
         write(head)
         if body is not None:
@@ -256,16 +295,17 @@ class Upstream:
         while conn.status is None:
             await conn.wait()
         started[0] = True
-        await send({"type": "http.response.start", "status": conn.status,
-                    "headers": [(k, v) for k, v in conn.headers if k not in HOP_BY_HOP]})
-        while True:
-            if conn.body:
-                data = conn.take_body()
-                await send({"type": "http.response.body", "body": data, "more_body": not conn.complete})
-                if conn.complete:
-                    return
-            elif conn.complete:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.start", "status": conn.status, "headers": conn.response_headers()})
+        await stream_body(conn, send)
+
+
+async def stream_body(conn: _Conn, send) -> None:
+    """The answer's body, as it arrives, to the ASGI ``send``; its last message ends the response."""
+    while True:
+        if conn.body or conn.complete:
+            complete = conn.complete      # read with the body taken: more may arrive while send waits
+            await send({"type": "http.response.body", "body": conn.take_body(), "more_body": not complete})
+            if complete:
                 return
-            else:
-                await conn.wait()
+        else:
+            await conn.wait()

@@ -42,9 +42,10 @@ from simstack.shared.errors import ConfigError
 from . import edge
 from .common import HTTPFaults, is_e2e, json_error
 from .control import ADMIN_PREFIX, FaultBook, Timeline, admin_router
-from .forward import HOP_BY_HOP, Upstream, UpstreamError
+from .forward import HOP_BY_HOP, Upstream, UpstreamError, forward_headers, request_target
 from .lifecycle import Registry
 from .recorder import recording   # imports simstack.cassette only when recording (not in the stand-ins image)
+from .shortcut import Shortcut
 from .timing import TIMINGS
 from .tokens import subject
 from .ws import extract_token, offered_subprotocols
@@ -90,8 +91,10 @@ class Gateway:
         self.admin = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         self.admin.include_router(admin_router(self.book, self.timeline))
         self.admin.add_exception_handler(StarletteHTTPException, _json_http_error)
-        self.app = HTTPFaults(recording(self._dispatch, self.timeline, targets[0]), book=self.book,
-                              timeline=self.timeline, profile=TIMINGS["fast"], target=targets[0])
+        inner = recording(self._dispatch, self.timeline, targets[0])
+        self.app = HTTPFaults(inner, book=self.book, timeline=self.timeline, profile=TIMINGS["fast"], target=targets[0])
+        # Plain requests skip the ASGI layers (fakes/shortcut.py), unless recording, which needs them all.
+        self.asgi_shortcut = Shortcut(self) if inner == self._dispatch else None
 
     async def __call__(self, scope, receive, send):
         await self.app(scope, receive, send)
@@ -103,7 +106,7 @@ class Gateway:
         if scope["path"].startswith(ADMIN_PREFIX):
             return await self.admin(scope, receive, send)
         if kind == "http":
-            return await self._forward_http(scope, receive, send)
+            return await self.forward_http(scope, receive, send)
         if kind == "websocket":
             return await self._forward_ws(WebSocket(scope, receive, send))
 
@@ -118,14 +121,12 @@ class Gateway:
                 return
 
     # ------------------------------------------------------------------ HTTP
-    async def _forward_http(self, scope, receive, send) -> None:
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
+    async def forward_http(self, scope, receive, send) -> None:
+        target = request_target(scope)
         has_body = any(k == b"transfer-encoding" or (k == b"content-length" and v != b"0")
                        for k, v in scope["headers"])
         try:
-            await self.http.forward(scope["method"].encode(), target, _forward_headers(scope, HOP_BY_HOP),
+            await self.http.forward(scope["method"].encode(), target, forward_headers(scope, HOP_BY_HOP),
                                     _body(receive) if has_body else None, send)
         except UpstreamError as exc:
             if not exc.started:   # once the response has started, the client sees it cut short
@@ -158,7 +159,7 @@ class Gateway:
             target += "?" + ws.scope["query_string"].decode("latin-1")
         try:
             upstream = await connect(
-                target, additional_headers=_forward_headers(ws.scope, HOP_BY_HOP | HANDSHAKE, decode=True),
+                target, additional_headers=forward_headers(ws.scope, HOP_BY_HOP | HANDSHAKE, decode=True),
                 subprotocols=offered_subprotocols(ws) or None, user_agent_header=ws.headers.get("user-agent"),
                 proxy=None, compression=None, open_timeout=10, ping_interval=None, close_timeout=5, max_size=None)
         except InvalidStatus as exc:   # the upstream refused the upgrade: pass its answer back
@@ -292,19 +293,6 @@ def _frame_type(text: str | None) -> str | None:
     return t if isinstance(t, str) else "<text>"
 
 
-def _forward_headers(scope, drop: frozenset, decode: bool = False) -> list:
-    client = scope.get("client")
-    headers = [(k, v) for k, v in scope["headers"] if k not in drop]
-    host = next((v for k, v in scope["headers"] if k == b"host"), None)
-    if client:
-        headers.append((b"x-forwarded-for", client[0].encode()))
-    if host:
-        headers.append((b"x-forwarded-host", host))
-    if decode:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-    return headers
-
-
 async def _body(receive):
     while True:
         message = await receive()
@@ -326,4 +314,5 @@ def from_env() -> Gateway:
     if os.environ.get("SIMSTACK_REPLAY_DIR"):   # the upstream is a cassette player: HTTP is answered in-process
         from .replay import serve_http_in
         serve_http_in(gateway)
+        gateway.asgi_shortcut = None   # the replay answers in-process: no upstream connection to shortcut
     return gateway

@@ -10,8 +10,11 @@ import ast
 import asyncio
 import contextlib
 import json
+import socket
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -83,6 +86,47 @@ def test_http_request_and_answer_pass_through_unchanged(stack):
     assert (teapot.status_code, teapot.json()["error_code"]) == (418, "HTTP_418")
     assert chunked.json()["body"] == "chunked-body"
     assert (head.status_code, head.content) == (200, b"") and int(head.headers["content-length"]) > 0
+
+
+def test_a_plain_get_goes_upstream_and_is_recorded_as_any_request(stack):
+    """A GET without a body takes the gateway's shortcut (fakes/shortcut.py): the upstream gets the
+    same request and the timeline the same record as on the ordinary path."""
+    stack.faults.mark("gateway-plain")
+    try:
+        with http(stack.endpoints.api_url) as c:
+            r = c.get("/echo?q=1", headers={"Authorization": f"Bearer {mint('e2e-plain')}", "Connection": "keep-alive",
+                                            "X-Custom": "kept"})
+            again = c.get("/status/404")
+    finally:
+        stack.faults.mark(None)
+    seen = r.json()
+    assert (r.status_code, seen["method"], seen["path"], seen["query"], r.headers["x-upstream"]) == (200, "GET", "/echo", "q=1", "tests")
+    assert seen["headers"]["x-custom"] == "kept" and seen["headers"]["x-forwarded-for"]
+    assert seen["headers"]["x-forwarded-host"] == urlsplit(stack.endpoints.api_url).netloc
+    assert "connection" not in seen["headers"] and seen["headers"]["host"] != seen["headers"]["x-forwarded-host"]
+    assert again.status_code == 404 and again.json()["error_code"] == "HTTP_404"
+    records, _ = stack.faults.timeline(label="gateway-plain")
+    http_records = [r for r in records if r["service"] == "api" and r["kind"] == "http"]
+    assert [(r["method"], r["path"], r["status"]) for r in http_records] == [("GET", "/echo", 200), ("GET", "/status/404", 404)]
+    assert http_records[0]["user_id"] == "e2e-plain" and all(r["duration_ms"] is not None for r in http_records)
+
+
+def test_a_large_answer_reaches_a_client_that_reads_slowly_whole(stack):
+    """16 MiB, read 64 KiB at a time with pauses, straight from the gateway in local mode (Toxiproxy's
+    buffers would hide the back-up): the gateway's writes to the client back up while the upstream goes
+    on sending (the shortcut hands over to an ASGI task that waits for the client), and nothing is lost:
+    the end of the body arrived during such a wait and was dropped before."""
+    where = stack.upstreams["api"] if stack.mode == "local" else urlsplit(stack.endpoints.api_url).netloc
+    host, port = where.rsplit(":", 1)
+    for _ in range(3):                  # the first on a new upstream connection, the others on a pooled one
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"GET /big?mb=16 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw = bytearray()
+            while chunk := s.recv(65536):
+                raw += chunk
+                time.sleep(0.0005)
+        head, _, body = bytes(raw).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and len(body) == 16 * 2**20 and body == bytes(range(256)) * 4096 * 16
 
 
 async def test_websocket_headers_subprotocols_frames_and_close_pass_through(stack, token):
@@ -334,3 +378,42 @@ def test_a_request_with_a_body_after_the_upstream_closed_an_idle_connection_is_a
         r = client.post("/echo", json={"after": "idle"})
     assert r.status_code == 200, r.text
     assert json.loads(r.json()["body"]) == {"after": "idle"}
+
+
+SECOND_ANSWER_BROKEN = """
+import asyncio, sys
+
+async def handle(reader, writer):
+    answered = 0
+    try:
+        while True:
+            await reader.readuntil(b"\\r\\n\\r\\n")
+            answered += 1
+            writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok" if answered == 1 else b"SMTP ready\\r\\n\\r\\n")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_a_plain_request_whose_pooled_connection_fails_goes_upstream_again_and_is_recorded_once(tmp_path):
+    """An upstream that answers the first request on each connection and garbage after it: the gateway's
+    shortcut meets the garbage on its pooled connection before any answer, and the request is forwarded
+    the ordinary way (a new connection) instead of failing; the client and the timeline see one answer."""
+    script = tmp_path / "second_answer_broken.py"
+    script.write_text(SECOND_ANSWER_BROKEN)
+    with Stack(mode="local", profile="fast", own=[OwnService("api", cmd=f"{sys.executable} {script} {{port}}")]) as s:
+        s.faults.mark("pooled-fails")
+        with http(s.endpoints.api_url) as client:
+            answers = [client.get("/x") for _ in range(3)]
+        s.faults.mark(None)
+        records, _ = s.faults.timeline(label="pooled-fails")
+    assert [(a.status_code, a.content) for a in answers] == [(200, b"ok")] * 3
+    assert [(r["path"], r["status"]) for r in records if r["kind"] == "http" and r["service"] == "api"] == [("/x", 200)] * 3

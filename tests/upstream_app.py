@@ -1,7 +1,7 @@
 """A small backend of the tests' own (not a simstack stand-in), for the gateway tests.
 
 HTTP: ``/health``; ``/echo`` answers what it received (method, path, query, headers, body);
-``/status/N`` answers N with a JSON body; ``/stream`` a chunked body; ``/last-close`` the close code
+``/status/N`` answers N with a JSON body; ``/stream`` a chunked body; ``/big?mb=N`` N MiB; ``/last-close`` the close code
 and reason the last WebSocket client sent; ``/dep`` one round trip to the TCP echo at ``$DEP_ADDR``
 (``{"ok": false}`` when it takes longer than ``?timeout_s=``, default 0.3); ``/dep-http`` likewise
 one ``GET /health`` to the HTTP service at ``$DEP_HTTP_ADDR``, answering the health it got;
@@ -22,7 +22,7 @@ import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -51,6 +51,11 @@ async def stream(request: Request) -> StreamingResponse:
         for i in range(5):
             yield f"chunk-{i};".encode()
     return StreamingResponse(chunks(), media_type="text/plain")
+
+
+async def big(request: Request) -> Response:
+    """``?mb=N``: N MiB of a repeating byte pattern, with a Content-Length (more than the buffers between)."""
+    return Response(bytes(range(256)) * 4096 * int(request.query_params.get("mb", "1")), media_type="application/octet-stream")
 
 
 async def last_close(request: Request) -> JSONResponse:
@@ -126,7 +131,7 @@ async def ws_endpoint(ws: WebSocket) -> None:
 
 
 app = Starlette(routes=[Route("/health", health), Route("/echo", echo, methods=["GET", "POST", "PUT"]),
-                        Route("/status/{code}", status), Route("/stream", stream),
+                        Route("/status/{code}", status), Route("/stream", stream), Route("/big", big),
                         Route("/last-close", last_close), Route("/dep", dep),
                         Route("/dep-http", dep_http), Route("/auth/e2e/test-auth", no_token, methods=["POST"]),
                         WebSocketRoute("/ws", ws_endpoint)])
