@@ -42,8 +42,7 @@ repro-1011: setup
 
 # Debian's redis-server, for examples/own-backend (run as a plain process on loopback, never as a service)
 redis:
-	@command -v redis-server >/dev/null || apt-get install -y --no-install-recommends redis-server >/dev/null \
-		|| (apt-get update >/dev/null && apt-get install -y --no-install-recommends redis-server >/dev/null)
+	@command -v redis-server >/dev/null || scripts/apt-install.sh redis-server
 
 repro-own-backend: setup redis
 	$(PY) examples/own-backend/compare.py

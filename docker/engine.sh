@@ -30,14 +30,9 @@ install_engine() {
     return 1
   fi
   say "installing docker.io with apt-get"
-  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io)
-  if ! "${apt[@]}" >/tmp/simstack-apt.log 2>&1; then
-    say "install failed; running apt-get update and retrying"
-    apt-get update -q >>/tmp/simstack-apt.log 2>&1 || true
-    if ! "${apt[@]}" >>/tmp/simstack-apt.log 2>&1; then
-      say "apt-get install docker.io failed (see /tmp/simstack-apt.log); $FALLBACK"
-      return 1
-    fi
+  if ! "$(dirname "$0")/../scripts/apt-install.sh" docker.io; then
+    say "docker.io could not be installed; $FALLBACK"
+    return 1
   fi
 }
 

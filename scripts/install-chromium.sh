@@ -16,12 +16,7 @@ if [ "$(id -u)" != 0 ]; then
   say "chromium is not installed and installing it needs root (you are $(id -un)); $SKIP"; exit 0
 fi
 say "installing chromium with apt-get"
-apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
-if ! "${apt[@]}" >/tmp/simstack-apt-chromium.log 2>&1; then
-  say "install failed; running apt-get update and retrying"
-  apt-get update -q >>/tmp/simstack-apt-chromium.log 2>&1 || true
-  if ! "${apt[@]}" >>/tmp/simstack-apt-chromium.log 2>&1; then
-    say "apt-get install chromium failed (see /tmp/simstack-apt-chromium.log); $SKIP"; exit 0
-  fi
+if ! "$(dirname "$0")/apt-install.sh" chromium; then
+  say "chromium could not be installed; $SKIP"; exit 0
 fi
 chromium --version 2>/dev/null | head -1 >&2 || true
