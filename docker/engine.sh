@@ -30,7 +30,7 @@ install_engine() {
     return 1
   fi
   say "installing docker.io with apt-get"
-  if ! "$(dirname "$0")/../scripts/apt-install.sh" docker.io; then
+  if ! "$(dirname "${BASH_SOURCE[0]}")/../scripts/apt-install.sh" docker.io; then
     say "docker.io could not be installed; $FALLBACK"
     return 1
   fi

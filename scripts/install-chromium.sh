@@ -16,7 +16,7 @@ if [ "$(id -u)" != 0 ]; then
   say "chromium is not installed and installing it needs root (you are $(id -un)); $SKIP"; exit 0
 fi
 say "installing chromium with apt-get"
-if ! "$(dirname "$0")/apt-install.sh" chromium; then
+if ! "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" chromium; then
   say "chromium could not be installed; $SKIP"; exit 0
 fi
 chromium --version 2>/dev/null | head -1 >&2 || true
