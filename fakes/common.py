@@ -7,11 +7,11 @@ import contextlib
 import fnmatch
 import gc
 import time
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simstack.shared.triggers import Candidate
@@ -38,12 +38,12 @@ def json_error(status: int, detail, error_code: str | None = None, headers: dict
     return JSONResponse(error_body(status, detail, error_code), status_code=status, headers=headers)
 
 
-def is_e2e(headers: Headers) -> bool:
+def is_e2e(headers: Mapping[str, str]) -> bool:
     """The request carries staging's E2E test headers (CONTRACT §4)."""
     return headers.get("x-e2e-test", "").lower() in ("true", "1") or headers.get("x-test-type", "").lower() == "e2e"
 
 
-def http_candidate(headers: Headers) -> Candidate:
+def http_candidate(headers: Mapping[str, str]) -> Candidate:
     """An HTTP request as triggers see it: the ``sub`` of its bearer token (decoded leniently,
     signature unchecked, as the WebSocket does) and its E2E headers."""
     auth = headers.get("authorization", "")
@@ -92,14 +92,17 @@ def create_app(service: str, targets: tuple[str, ...]) -> FastAPI:
     return app
 
 
-def _internal(scope) -> bool:
-    return any(name == INTERNAL_HEADER for name, _ in scope["headers"])
+# The request headers the timeline and the triggers read (lower case, as ASGI gives them).
+_READ = frozenset({b"authorization", b"x-e2e-test", b"x-test-type", INTERNAL_HEADER})
 
 
 def open_record(timeline: Timeline, scope) -> tuple:
-    """An HTTP request's timeline record, with its bearer token's user, and the request as triggers see it."""
-    rec = timeline.open("http", internal=_internal(scope), method=scope["method"], path=scope["path"])
-    who = http_candidate(Headers(scope=scope))
+    """An HTTP request's timeline record, with its bearer token's user, and the request as triggers see it.
+    The headers it reads are picked in one pass over the raw list (every request crosses this; a
+    ``Headers`` view would scan the list again for each look-up)."""
+    read = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _READ}
+    rec = timeline.open("http", internal=INTERNAL_HEADER.decode() in read, method=scope["method"], path=scope["path"])
+    who = http_candidate(read)
     rec.user_id = who.user_id
     return rec, who
 
