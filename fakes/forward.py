@@ -32,8 +32,9 @@ def request_target(scope) -> bytes:
     return target
 
 
-def forward_headers(scope, drop: frozenset, decode: bool = False) -> list:
-    """The client's headers for the upstream: less ``drop``, plus X-Forwarded-For and -Host."""
+def forward_headers(scope, drop: frozenset = frozenset(), decode: bool = False) -> list:
+    """The client's headers for the upstream: less ``drop``, plus X-Forwarded-For and -Host. HTTP
+    passes none to drop: :meth:`Upstream.request_head` drops the hop-by-hop ones as it writes them."""
     client = scope.get("client")
     headers = [(k, v) for k, v in scope["headers"] if k not in drop]
     host = next((v for k, v in scope["headers"] if k == b"host"), None)

@@ -126,7 +126,7 @@ class Gateway:
         has_body = any(k == b"transfer-encoding" or (k == b"content-length" and v != b"0")
                        for k, v in scope["headers"])
         try:
-            await self.http.forward(scope["method"].encode(), target, forward_headers(scope, HOP_BY_HOP),
+            await self.http.forward(scope["method"].encode(), target, forward_headers(scope),
                                     _body(receive) if has_body else None, send)
         except UpstreamError as exc:
             if not exc.started:   # once the response has started, the client sees it cut short
@@ -314,5 +314,4 @@ def from_env() -> Gateway:
     if os.environ.get("SIMSTACK_REPLAY_DIR"):   # the upstream is a cassette player: HTTP is answered in-process
         from .replay import serve_http_in
         serve_http_in(gateway)
-        gateway.asgi_shortcut = None   # the replay answers in-process: no upstream connection to shortcut
     return gateway

@@ -366,8 +366,10 @@ class InProcess:
 
 
 def serve_http_in(gateway) -> None:
-    """Make ``gateway`` answer HTTP from the cassette named in the environment (see :class:`InProcess`)."""
+    """Make ``gateway`` answer HTTP from the cassette named in the environment (see :class:`InProcess`);
+    every request then takes the ordinary path: there is no upstream connection for the shortcut."""
     gateway.http = InProcess(from_env(gateway.targets[0]))
+    gateway.asgi_shortcut = None
 
 
 def from_env(service: str | None = None) -> Replay:

@@ -25,7 +25,7 @@ import time
 
 from .common import close_record, open_record, recording_send
 from .control import ADMIN_PREFIX
-from .forward import HOP_BY_HOP, UpstreamError, forward_headers, request_target, stream_body
+from .forward import UpstreamError, forward_headers, request_target, stream_body
 
 # A request carrying any of these takes the ordinary path (see the module docstring).
 ORDINARY = frozenset({b"content-length", b"transfer-encoding", b"expect", b"x-forwarded-for", b"x-forwarded-proto"})
@@ -63,7 +63,7 @@ class _Exchange:
         self.rec, _ = open_record(gateway.timeline, scope)
         self.t0 = time.perf_counter()
         method = scope["method"].encode()
-        head, _ = gateway.http.request_head(method, request_target(scope), forward_headers(scope, HOP_BY_HOP), False)
+        head, _ = gateway.http.request_head(method, request_target(scope), forward_headers(scope), False)
         conn.begin(method)
         conn.listener = self.answered
         conn.transport.write(head)

@@ -297,12 +297,9 @@ def command_argv(svc: OwnService, port: int, deps: dict) -> list[str]:
     return ["/bin/sh", "-c", f"exec {cmd}" if simple else cmd]
 
 
-def image_env(svc: OwnService, deps: dict) -> dict[str, str]:
-    """Environment for an image's container: ``$PORT`` and the templates (``{port}`` = the image's port)."""
-    return command_env(svc, svc.port, deps)
-
-
 def command_env(svc: OwnService, port: int, deps: dict) -> dict[str, str]:
+    """A service's own environment, for a command or an image's container: ``$PORT`` and its templates
+    filled in (``{port}``: the port it listens on; ``{dep.NAME}``: the listener it is handed)."""
     env = {"PORT": str(port)}
     env.update({var: svc.render(t, port, deps, f"--{svc.name}-env {var}") for var, t in svc.env.items()})
     return env
@@ -385,7 +382,7 @@ def image_container(svc: OwnService, network, labels: dict, prefix: str, deps: d
     """Your image (alias ``<name>-upstream``, its port published on 127.0.0.1 for the health wait),
     handed ``deps`` (name -> ``toxiproxy:PORT``); named ``<prefix>-<name>`` for `simstack logs api`."""
     from testcontainers.core.container import DockerContainer
-    yours = (DockerContainer(svc.image, env=image_env(svc, deps), network=network,
+    yours = (DockerContainer(svc.image, env=command_env(svc, svc.port, deps), network=network,
                              network_aliases=[f"{svc.name}-upstream"])
              .with_name(f"{prefix}-{svc.name}").with_kwargs(labels=labels))
     yours.ports[svc.port] = ("127.0.0.1", None)   # docker-py: container port -> (host ip, any host port)
