@@ -47,12 +47,11 @@ def sandbox(tmp_path):
             pass
 
 
-def _interrupt(argv: list[str], env: dict, cwd: Path, sig: str, after_s: float,
+def interrupt(argv: list[str], env: dict, cwd: Path, sig: str, after_s: float,
                started=None) -> tuple[subprocess.Popen, str]:
     """Run ``argv``, wait until ``started(proc)`` (default: its stack's temporary directory exists),
     then ``after_s`` more, send ``sig``; the process and its output once it ended."""
-    tmp = Path(env["TMPDIR"])
-    started = started or (lambda proc: list(tmp.glob("simstack-*")))
+    started = started or (lambda proc: list(Path(env["TMPDIR"]).glob("simstack-*")))
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -84,7 +83,7 @@ NOTHING = {"processes": [], "temp dirs": [], "records": []}
 @pytest.mark.parametrize("sig, after_s", CLI_CASES, ids=[f"{s}-{p}s" for s, p in CLI_CASES])
 def test_interrupted_simstack_up_leaves_nothing_after_the_next_command(sandbox, sig, after_s):
     tmp_path, env, marker = sandbox
-    proc, out = _interrupt([*SIMSTACK, "up", "--profile", "fast"], env, tmp_path, sig, after_s)
+    proc, out = interrupt([*SIMSTACK, "up", "--profile", "fast"], env, tmp_path, sig, after_s)
     if sig != "SIGKILL":
         assert "Traceback" not in out, out
     nxt = subprocess.run([*SIMSTACK, "status"], env=env, capture_output=True, text=True, timeout=60)
@@ -98,7 +97,7 @@ def test_interrupted_plugin_start_up_leaves_nothing_after_the_next_session(sandb
     (tmp_path / "test_hold.py").write_text(HOLD)
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--simstack=local",
             "--simstack-profile", "fast", "test_hold.py"]
-    proc, out = _interrupt(argv, env, tmp_path, sig, after_s)
+    proc, out = interrupt(argv, env, tmp_path, sig, after_s)
     if sig != "SIGKILL":
         assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
         assert "Traceback (most recent call last)" not in out, out
@@ -128,7 +127,7 @@ def test_interrupted_owner_leaves_no_grandchild_of_a_command_of_yours(sandbox, s
     tmp_path, env, marker = sandbox
     argv = [*SIMSTACK, "up", "--profile", "fast", "--api-cmd", FORKING[command]]
     ready = lambda proc: list((tmp_path / "state").glob("*.json"))   # the stack is healthy: its record exists
-    proc, out = _interrupt(argv, env, tmp_path, sig, 0.0, started=ready)
+    proc, out = interrupt(argv, env, tmp_path, sig, 0.0, started=ready)
     if command != "workers":   # (a supervisor exec'd by simstack gets PDEATHSIG and stops its workers itself)
         assert "uvicorn" in " ".join(_cmdlines(marker)) or sig != "SIGKILL", "the server should outlive a SIGKILL"
     if sig != "SIGKILL":
@@ -191,7 +190,7 @@ def _owned_by(client, pid: int) -> list[str]:
 def test_interrupted_docker_start_leaves_no_container_after_the_next_command(sandbox, sig):
     client = _docker()
     tmp_path, env, _ = sandbox
-    proc, out = _interrupt([*SIMSTACK, "up", "--mode", "docker", "--profile", "fast"], env, tmp_path, sig,
+    proc, out = interrupt([*SIMSTACK, "up", "--mode", "docker", "--profile", "fast"], env, tmp_path, sig,
                            random.Random(f"{SEED}{sig}").uniform(0.0, 0.3),   # while containers are created
                            started=lambda p: _owned_by(client, p.pid))
     if sig != "SIGKILL":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from simstack.state import pid_alive
+from test_kill import interrupt
 
 EXAMPLE = Path(__file__).resolve().parent / "example_suite"
 BASE = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
@@ -280,23 +280,14 @@ def test_no_process_left_behind(pytester, tmp_path, ending):
     pytester.makepyfile(test_pids=RECORD_PIDS)
     pidfile = tmp_path / "pids.json"
     env = {**os.environ, "PIDFILE": str(pidfile), "PYTHONDONTWRITEBYTECODE": "1"}
-    if ending != "normal":
+    argv = [sys.executable, "-m", "pytest", *BASE, *FAST, "-q"]
+    if ending == "normal":
+        proc = subprocess.run(argv, cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=60)
+        out = proc.stdout
+    else:   # the test holds; signalled 0.2 s after the pid file appears (json.dump done, the test asleep)
         env["HOLD"] = "1"
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *BASE, *FAST, "-q"], cwd=pytester.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        if ending != "normal":
-            deadline = time.monotonic() + 60
-            while not pidfile.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert pidfile.exists(), proc.communicate()[0]
-            time.sleep(0.2)          # let json.dump finish and the test reach its sleep
-            proc.send_signal(getattr(signal, ending))
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc, out = interrupt(argv, env, pytester.path, ending, 0.2, started=lambda _: pidfile.exists())
     pids = json.loads(pidfile.read_text())
     assert len(pids) == 3, pids                      # api, auth, toxiproxy
     assert proc.returncode == (0 if ending == "normal" else pytest.ExitCode.INTERRUPTED), out
